@@ -1,0 +1,188 @@
+"""The typed config tree. Every field has a docstring; `load_config` validates types and choices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Fields whose value must be one of a fixed set; checked at load time.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.dtype": ("float32", "bfloat16", "float16", "auto"),
+    "algo.advantage": ("grpo", "drgrpo", "rloo", "reinforce_pp", "grpo_passk"),
+    "algo.loss": ("ppo_clip", "dual_clip", "gspo"),
+    "algo.loss_agg": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"),
+    "algo.kl_estimator": ("k1", "k2", "k3"),
+    "algo.kl_placement": ("loss", "reward"),
+    "train.schedule": ("constant", "cosine"),
+    "vision.train": ("full", "frozen", "lora", "projector_only"),
+}
+
+
+@dataclass
+class ModelConfig:
+    path: str = "runs/tiny-model"
+    """Hub id or local directory with config.json (``vlmrl make-tiny DIR`` writes one)."""
+    dtype: str = "float32"
+    """Weights dtype: float32 | bfloat16 | float16 | auto."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel passed to from_pretrained (sdpa, eager, flash_attention_2)."""
+    device: str = "cpu"
+    """Torch device for policy and reference."""
+
+
+@dataclass
+class DataConfig:
+    task: str = "count"
+    """Procedural task name (see ``vlmrl data list``); ignored when ``path`` is set."""
+    task_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Difficulty knobs passed to the task generator (e.g. ``{max_count: 6}``)."""
+    path: str | None = None
+    """Parquet / jsonl / directory / HF datasets id; overrides ``task``."""
+    eval_path: str | None = None
+    """Held-out file for ``path`` datasets; procedural tasks draw a disjoint eval split instead."""
+    train_size: int | None = None
+    """Cap on distinct training samples (None: a fresh procedural sample every time)."""
+    eval_size: int = 100
+    """Held-out samples used by each evaluation."""
+    template: str = "answer"
+    """Prompt template: a name in vlmrl/templates (answer, math, look) or a .jinja path."""
+    seed: int = 0
+    """Seed of the data stream (training order and procedural content)."""
+
+
+@dataclass
+class VisionConfig:
+    train: str = "full"
+    """What the vision tower does during RL: full | frozen | lora | projector_only."""
+    lr_scale: float = 1.0
+    """Learning-rate multiplier for vision-tower parameters."""
+
+
+@dataclass
+class RolloutConfig:
+    n: int = 8
+    """Completions per prompt (the group size G)."""
+    temperature: float = 1.0
+    """Sampling temperature; the training forward divides logits by it too, so ratios match."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold."""
+    max_new_tokens: int = 16
+    """Completion length cap."""
+    mask_truncated: bool = False
+    """Drop completions that hit max_new_tokens from the loss (DAPO overlong filtering)."""
+
+
+@dataclass
+class AlgoConfig:
+    advantage: str = "grpo"
+    """Advantage estimator: grpo | drgrpo | rloo | reinforce_pp | grpo_passk."""
+    loss: str = "ppo_clip"
+    """Policy loss: ppo_clip | dual_clip | gspo."""
+    loss_agg: str = "seq_mean_token_mean"
+    """How token losses become one number (see vlmrl.algos.aggregate)."""
+    clip_low: float = 0.2
+    """Lower clip ε: ratio ≥ 1 − clip_low."""
+    clip_high: float = 0.2
+    """Upper clip ε: ratio ≤ 1 + clip_high (DAPO clip-higher: 0.28)."""
+    dual_clip_c: float = 3.0
+    """Dual-clip constant c for negative advantages."""
+    kl_coef: float = 0.0
+    """β of the KL to the reference; 0 skips the reference model entirely."""
+    kl_estimator: str = "k3"
+    """k1 | k2 | k3 (low-variance, clamped)."""
+    kl_placement: str = "loss"
+    """Put β·KL in the loss (GRPO) or subtract it from the reward (PPO/RLHF style)."""
+    entropy_coef: float = 0.0
+    """Bonus on mean token entropy (0: logged only)."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal (zero advantage) before the update."""
+    overlong_penalty: float = 0.0
+    """Reward subtracted from completions truncated at max_new_tokens."""
+
+
+@dataclass
+class RewardConfig:
+    weights: dict[str, float] = field(default_factory=lambda: {"accuracy": 0.9, "format": 0.1})
+    """Reward name → weight (EasyR1's default: 0.9 accuracy + 0.1 format); see ``vlmrl.rewards``."""
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 100
+    """GRPO steps (each: B prompts × G samples, then the update)."""
+    batch_prompts: int = 8
+    """B: prompts per step."""
+    epochs: int = 1
+    """K: passes over each rollout batch."""
+    minibatches: int = 1
+    """Optimizer steps per epoch (the rollout batch split evenly)."""
+    micro_batch: int = 16
+    """Sequences per forward/backward (gradient accumulation inside a minibatch)."""
+    lr: float = 2e-5
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 0
+    """Linear warmup in optimizer steps."""
+    schedule: str = "constant"
+    """constant | cosine (after warmup)."""
+    grad_clip: float = 1.0
+    """Max global grad norm (0: off)."""
+    seed: int = 0
+    """Seed for sampling and initialisation."""
+    save_every: int = 50
+    """Checkpoint every N steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """How many step checkpoints to keep."""
+
+
+@dataclass
+class EvalConfig:
+    every: int = 25
+    """Evaluate every N steps (0: only at start and end)."""
+    max_new_tokens: int = 16
+    """Greedy decoding length cap at evaluation."""
+    batch_size: int = 50
+    """Prompts per generate call at evaluation."""
+
+
+@dataclass
+class LogConfig:
+    run_dir: str = "runs/grpo"
+    """Where config, metrics, rollouts and checkpoints go."""
+    tensorboard: bool = True
+    """Write tb/ event files."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs the wandb extra and a login)."""
+    rollouts_per_step: int = 8
+    """How many rollouts per step to write to rollouts/step_*.jsonl."""
+    progress: bool = True
+    """Show a rich progress bar."""
+
+
+@dataclass
+class SFTConfig:
+    steps: int = 300
+    """Supervised steps on formatted gold answers."""
+    batch_size: int = 32
+    """Samples per step."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    out: str = "runs/sft-model"
+    """Where the warm-started model is saved (a from_pretrained directory)."""
+
+
+@dataclass
+class TrainConfig:
+    """The whole run: ``vlmrl train cfg.yaml`` and ``vlmrl sft cfg.yaml`` read this."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)

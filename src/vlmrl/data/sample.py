@@ -1,0 +1,32 @@
+"""The one record every data source produces and every reward consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+IMAGE_PLACEHOLDER = "<image>"
+
+#: How a sample's answer is checked; picks the accuracy reward when a config says ``auto``.
+ANSWER_TYPES = ("math", "number", "choice", "yesno", "box", "text")
+
+
+@dataclass
+class Sample:
+    """One prompt with its images and ground truth.
+
+    ``problem`` carries one ``<image>`` placeholder per image (EasyR1 / geometry3k schema);
+    ``facts`` holds the scene's ground truth when the task is procedural (objects, colours,
+    boxes, numbers), which the perception and hallucination rewards score against.
+    """
+
+    id: str
+    images: list[Image.Image]
+    problem: str
+    answer: str
+    task: str = "custom"
+    answer_type: str = "math"
+    facts: dict[str, Any] = field(default_factory=dict)
+    split: str = "train"

@@ -1,0 +1,1 @@
+"""Evaluation: held-out accuracy by task (greedy decoding)."""

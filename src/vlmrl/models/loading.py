@@ -1,0 +1,67 @@
+"""One loading path for hub models and the locally saved tiny model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from vlmrl.models.tokenizer import VISION_SPECIAL_TOKENS
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+@dataclass
+class Policy:
+    """A model with the processor that feeds it; ``banned_token_ids`` must never be sampled."""
+
+    model: Any
+    processor: Any
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def banned_token_ids(self) -> list[int]:
+        """Vision special tokens present in this vocabulary (see shared/FACTS.md)."""
+        tok = self.tokenizer
+        ids = []
+        for t in VISION_SPECIAL_TOKENS:
+            i = tok.convert_tokens_to_ids(t)
+            if isinstance(i, int) and i >= 0 and i != tok.unk_token_id:
+                ids.append(i)
+        return ids
+
+
+def load_policy(
+    name_or_path: str | Path,
+    dtype: str = "float32",
+    device: str = "cpu",
+    attn_implementation: str | None = "sdpa",
+    trust_remote_code: bool = False,
+) -> Policy:
+    """Load any ``AutoModelForImageTextToText`` + ``AutoProcessor`` from a hub id or a local directory.
+
+    The processor is loaded with left padding: batched generation appends to the right end.
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"model.dtype: unknown value {dtype!r}; allowed: {sorted(_DTYPES)}")
+    src = str(name_or_path)
+    local = Path(src)
+    if (src.startswith((".", "/")) or local.exists()) and not (local / "config.json").exists():
+        raise FileNotFoundError(
+            f"model path {src!r} has no config.json; make one with `vlmrl make-tiny {src}` or give a hub id"
+        )
+    kwargs: dict[str, Any] = {"dtype": _DTYPES[dtype], "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(src, **kwargs).to(device)
+    processor = AutoProcessor.from_pretrained(src, trust_remote_code=trust_remote_code)
+    processor.tokenizer.padding_side = "left"
+    if processor.tokenizer.pad_token is None:
+        processor.tokenizer.pad_token = processor.tokenizer.eos_token
+    return Policy(model=model, processor=processor)

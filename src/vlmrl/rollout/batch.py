@@ -1,0 +1,146 @@
+"""Prompt encoding and the prompt+completion inputs of the training forward.
+
+The rule this file exists for (shared/FACTS.md): *every* processor output reaches the training
+forward. Token-aligned outputs (``input_ids``, ``attention_mask``, ``mm_token_type_ids`` and
+any future one shaped ``[B, P]``) are extended over the completion (with the completion mask
+for ``attention_mask``, zeros otherwise); image-aligned ones (``pixel_values``,
+``image_grid_thw``) are gathered per prompt. An output we do not know how to carry is an error,
+never silently dropped: dropping ``mm_token_type_ids`` cost up to 8 nats per token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from vlmrl.algos import token_logprobs
+
+#: Outputs aligned with images, not tokens: rows of patches, one grid per image.
+IMAGE_KEYS = ("pixel_values", "image_grid_thw")
+
+
+def encode_prompts(processor, messages: list[list[dict]], images: list[list[Any]]) -> dict[str, torch.Tensor]:
+    """Chat-template and process B prompts, left-padded. ``images[b]`` are prompt b's images in order."""
+    texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
+    flat = [im for ims in images for im in ims]
+    enc = processor(text=texts, images=flat or None, return_tensors="pt", padding=True)
+    out = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
+    out["images_per_prompt"] = torch.tensor([len(ims) for ims in images], dtype=torch.long)
+    return out
+
+
+@dataclass
+class RolloutBatch:
+    """N = B·G sampled completions of B prompts.
+
+    ``prompt_index[i]`` says which prompt rollout i continues (its group); completion tensors are
+    right-padded to the longest completion C; ``completion_mask`` is 1 on model tokens that count
+    in the loss (including the closing EOS), 0 on padding and masked rollouts.
+    """
+
+    prompt_inputs: dict[str, torch.Tensor]  # processor outputs for B prompts (+ images_per_prompt)
+    prompt_index: torch.Tensor  # [N] long
+    completion_ids: torch.Tensor  # [N, C] long
+    completion_mask: torch.Tensor  # [N, C] float
+    sampler_logprobs: torch.Tensor  # [N, C] float, log π_old(token) under the sampling temperature
+    completion_lengths: torch.Tensor  # [N] long, tokens produced incl. the stop token
+    finish_reasons: list[str]  # "stop" | "length" per rollout
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return int(self.prompt_index.numel())
+
+
+def _image_rows(prompt_inputs: dict[str, torch.Tensor]) -> tuple[list[slice], list[slice]]:
+    """Per prompt: its slice of pixel_values rows and of image_grid_thw rows."""
+    counts = prompt_inputs["images_per_prompt"].tolist()
+    grid = prompt_inputs.get("image_grid_thw")
+    patches = grid.prod(-1).tolist() if grid is not None else []
+    pix, grids, img, row = [], [], 0, 0
+    for c in counts:
+        n_rows = int(sum(patches[img:img + c]))
+        pix.append(slice(row, row + n_rows))
+        grids.append(slice(img, img + c))
+        img += c
+        row += n_rows
+    return pix, grids
+
+
+def training_inputs(batch: RolloutBatch, rows: torch.Tensor | list[int]) -> tuple[dict[str, torch.Tensor], int]:
+    """Model inputs for prompt + completion of the chosen rollouts, and the completion length C.
+
+    Left-padding columns shared by all chosen rows are trimmed: they change nothing (masked)
+    and cost compute.
+    """
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    pidx = batch.prompt_index[rows]  # [n]
+    comp = batch.completion_ids[rows]  # [n, C]
+    attn_c = _valid_tokens(batch, rows)
+    pi = batch.prompt_inputs
+    n_prompts, p_len = pi["input_ids"].shape
+    out: dict[str, torch.Tensor] = {}
+    for key, val in pi.items():
+        if key == "images_per_prompt" or key in IMAGE_KEYS:
+            continue
+        if val.dim() >= 2 and val.shape[0] == n_prompts and val.shape[1] == p_len:
+            head = val[pidx]
+            if key == "input_ids":
+                tail = comp
+            elif key == "attention_mask":
+                tail = attn_c.to(val.dtype)
+            else:
+                tail = torch.zeros((len(rows), comp.shape[1], *val.shape[2:]), dtype=val.dtype)
+            out[key] = torch.cat([head, tail], dim=1)
+        else:
+            raise ValueError(
+                f"processor output {key!r} with shape {tuple(val.shape)} is neither token-aligned [B, P] nor "
+                f"one of {IMAGE_KEYS}; vlmrl does not know how to carry it to the training forward"
+            )
+    if "pixel_values" in pi:
+        pix, grids = _image_rows(pi)
+        sel = pidx.tolist()
+        out["pixel_values"] = torch.cat([pi["pixel_values"][pix[p]] for p in sel], dim=0)
+        out["image_grid_thw"] = torch.cat([pi["image_grid_thw"][grids[p]] for p in sel], dim=0)
+    # trim left padding common to every row
+    keep_from = int((out["attention_mask"].cumsum(1) == 0).all(0).sum())
+    if keep_from:
+        for key in list(out):
+            if key not in IMAGE_KEYS:
+                out[key] = out[key][:, keep_from:]
+    return out, comp.shape[1]
+
+
+def _valid_tokens(batch: RolloutBatch, rows: torch.Tensor) -> torch.Tensor:
+    """[n, C] bool: tokens the model produced (up to and incl. the stop token), loss-masked or not."""
+    width = batch.completion_ids.shape[1]
+    return batch.completion_lengths[rows].unsqueeze(1) > torch.arange(width).unsqueeze(0)
+
+
+def completion_logprobs(
+    model, inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(token) for each completion token, and the logits they came from.
+
+    Only the last C+1 positions' logits are computed (``logits_to_keep``): position t predicts t+1.
+    """
+    c = completion_ids.shape[1]
+    out = model(**inputs, use_cache=False, logits_to_keep=c + 1)
+    logits = out.logits[:, -(c + 1):-1, :].float() / temperature  # [n, C, V]
+    return token_logprobs(logits, completion_ids), logits
+
+
+def batch_from_completions(prompt_inputs: dict[str, torch.Tensor], completions: list[list[int]], pad_id: int,
+                           prompt_index: list[int] | None = None) -> RolloutBatch:
+    """A RolloutBatch from given completion token ids (SFT targets, replayed logs)."""
+    width = max(len(c) for c in completions)
+    ids = torch.full((len(completions), width), pad_id, dtype=torch.long)
+    for i, c in enumerate(completions):
+        ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+    lengths = torch.tensor([len(c) for c in completions], dtype=torch.long)
+    mask = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).float()
+    index = torch.tensor(prompt_index if prompt_index is not None else range(len(completions)), dtype=torch.long)
+    return RolloutBatch(prompt_inputs, index, ids, mask, torch.zeros_like(mask), lengths,
+                        ["stop"] * len(completions))

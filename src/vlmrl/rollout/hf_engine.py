@@ -1,0 +1,114 @@
+"""The default rollout engine: HF ``generate``, batched and left-padded, CPU-friendly.
+
+Vision special tokens are banned at sampling time (``bad_words_ids``) *and* checked afterwards:
+a completion that still contains one is loss-masked and counted, never fed to the training
+forward as-is (shared/FACTS.md: it crashes with "Image features and image tokens do not match").
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from transformers import GenerationConfig
+
+from vlmrl.algos import token_logprobs
+from vlmrl.rollout.batch import RolloutBatch
+
+
+class RolloutEngine(Protocol):
+    """What the trainer needs from any engine (HF generate today, vLLM on GPUs)."""
+
+    def generate(self, prompt_inputs: dict[str, torch.Tensor], n: int, greedy: bool = False) -> RolloutBatch: ...
+
+
+class HFEngine:
+    """Sample ``n`` completions per prompt with ``model.generate``.
+
+    Each prompt is encoded once and expanded by ``num_return_sequences``; the sampler's
+    log-probs are ``log_softmax(raw_logits / temperature)`` of the chosen tokens, the same
+    quantity the training forward computes (top-p only narrows which tokens can be drawn).
+    """
+
+    def __init__(self, policy, max_new_tokens: int = 16, temperature: float = 1.0, top_p: float = 1.0,
+                 mask_truncated: bool = False):
+        self.policy = policy
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.mask_truncated = mask_truncated
+        tok = policy.tokenizer
+        self.pad_id = tok.pad_token_id
+        stops = {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>")}
+        self.stop_ids = sorted(i for i in stops if isinstance(i, int) and i >= 0)
+        self.banned = policy.banned_token_ids
+
+    def _gen_config(self, n: int, greedy: bool) -> GenerationConfig:
+        # A fresh config: hub models ship sampling defaults (top_k, repetition_penalty) that would
+        # make the sampled distribution differ from the one the loss assumes.
+        return GenerationConfig(
+            do_sample=not greedy,
+            temperature=self.temperature if not greedy else None,
+            top_p=self.top_p if not greedy else None,
+            top_k=None,
+            num_return_sequences=n,
+            max_new_tokens=self.max_new_tokens,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.pad_id,
+            bad_words_ids=[[i] for i in self.banned] or None,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+
+    @torch.no_grad()
+    def generate(self, prompt_inputs: dict[str, torch.Tensor], n: int, greedy: bool = False) -> RolloutBatch:
+        model = self.policy.model
+        was_training = model.training
+        model.eval()
+        inputs = {k: v.to(model.device) for k, v in prompt_inputs.items() if k != "images_per_prompt"}
+        out = model.generate(**inputs, generation_config=self._gen_config(n, greedy))
+        model.train(was_training)
+        p_len = inputs["input_ids"].shape[1]
+        seqs = out.sequences[:, p_len:].cpu()  # [B*n, C]
+        logits = torch.stack(out.logits, dim=1).float().cpu()  # [B*n, C, V]
+        temp = 1.0 if greedy else self.temperature
+        lp = token_logprobs(logits / temp, seqs)  # [B*n, C]
+        return self._finish(prompt_inputs, seqs, lp, n)
+
+    def _finish(self, prompt_inputs, seqs: torch.Tensor, lp: torch.Tensor, n: int) -> RolloutBatch:
+        num, width = seqs.shape
+        is_stop = torch.zeros_like(seqs, dtype=torch.bool)
+        for s in self.stop_ids:
+            is_stop |= seqs == s
+        has_stop = is_stop.any(1)
+        first_stop = torch.where(has_stop, is_stop.float().argmax(1), torch.full((num,), width))
+        lengths = torch.where(has_stop, first_stop + 1, torch.full((num,), width))  # incl. the stop token
+        valid = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)  # [N, C]
+        seqs = torch.where(valid, seqs, torch.full_like(seqs, self.pad_id))
+        mask = valid.float()
+        reasons = ["stop" if h else "length" for h in has_stop.tolist()]
+        if self.banned:
+            bad = torch.isin(seqs, torch.tensor(self.banned)) & valid
+            bad_rows = bad.any(1)
+            if bad_rows.any():
+                # Should not happen (banned at sampling); if an engine lets one through, neutralise it.
+                seqs = torch.where(bad, torch.full_like(seqs, self.pad_id), seqs)
+                mask[bad_rows] = 0.0
+                for i in bad_rows.nonzero().flatten().tolist():
+                    reasons[i] = "invalid_vision_token"
+        if self.mask_truncated:
+            mask[~has_stop] = 0.0
+        texts = self.policy.tokenizer.batch_decode(
+            [s[: int(n_)].tolist() for s, n_ in zip(seqs, lengths, strict=True)], skip_special_tokens=True
+        )
+        b = prompt_inputs["input_ids"].shape[0]
+        return RolloutBatch(
+            prompt_inputs=prompt_inputs,
+            prompt_index=torch.arange(b).repeat_interleave(n),
+            completion_ids=seqs,
+            completion_mask=mask,
+            sampler_logprobs=lp * valid,
+            completion_lengths=lengths,
+            finish_reasons=reasons,
+            texts=texts,
+        )

@@ -1,0 +1,182 @@
+"""GRPOTrainer: the loop of shared/DESIGN.md for vision-language models.
+
+The variant implemented by default (``algo`` defaults), and how it departs from the paper
+(Shao et al. 2024, DeepSeekMath):
+- advantages are group-normalised outcome rewards ``(r − mean_g) / (std_g + ε)`` (unbiased std),
+  broadcast to every completion token; ``algo.advantage`` swaps in Dr.GRPO, RLOO, REINFORCE++;
+- the loss is PPO-clip with separate ``clip_low`` / ``clip_high`` (DAPO clip-higher), aggregated
+  by ``algo.loss_agg`` (default: mean over tokens of each sequence, then over sequences, as the
+  paper writes it);
+- the KL to the frozen reference is in the loss with the k3 estimator, as the paper, but the
+  default β is 0 (as DAPO / Dr.GRPO): then no reference model is loaded at all;
+- one update per rollout batch by default (fully on-policy: the ratio is exactly 1 and the clip
+  is inactive); ``train.epochs`` / ``train.minibatches`` make it off-policy like PPO;
+- vision special tokens are banned in sampling and completions are validated (shared/FACTS.md).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlmrl.algos import broadcast_advantages, compute_advantages, kl_penalty
+from vlmrl.config import TrainConfig, config_to_dict, save_config
+from vlmrl.data import Sample, build_messages
+from vlmrl.eval.accuracy import evaluate
+from vlmrl.models import load_policy
+from vlmrl.models.vision import apply_vision_policy
+from vlmrl.rewards import build_reward
+from vlmrl.rollout.batch import encode_prompts
+from vlmrl.rollout.hf_engine import HFEngine
+from vlmrl.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from vlmrl.train.metrics import MetricsLogger
+from vlmrl.train.optim import build_optimizer, lr_factor, set_lr
+from vlmrl.train.rollout_log import write_rollouts
+from vlmrl.train.seeding import seed_everything
+from vlmrl.train.stream import PromptStream, eval_samples
+from vlmrl.train.update import UpdateSpec, policy_update, reference_logprobs
+
+
+class GRPOTrainer:
+    """Owns policy, reference, engine, optimizer, data stream and run directory.
+
+    ``resume=True`` continues from ``run_dir/checkpoints/step_*`` (latest): weights, optimizer,
+    RNG and data position, so the following steps equal an uninterrupted run.
+    """
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.log.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(cfg.train.seed)
+        ckpt = latest_checkpoint(self.run_dir) if resume else None
+        if resume and ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
+        m = cfg.model
+        self.policy = load_policy(ckpt / "model" if ckpt else m.path, m.dtype, m.device, m.attn_implementation)
+        apply_vision_policy(self.policy.model, cfg.vision.train)
+        self.ref = None
+        if cfg.algo.kl_coef > 0:
+            self.ref = load_policy(m.path, m.dtype, m.device, m.attn_implementation).model.eval()
+            self.ref.requires_grad_(False)
+        self.engine = HFEngine(self.policy, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
+                               cfg.rollout.top_p, cfg.rollout.mask_truncated)
+        self.reward_fn = build_reward(cfg.reward.weights)
+        self.optimizer = build_optimizer(self.policy.model, cfg.train, cfg.vision.lr_scale)
+        self.spec = UpdateSpec(cfg.algo, cfg.train, cfg.rollout.temperature, cfg.rollout.max_new_tokens)
+        self.step = 0
+        position = 0
+        if ckpt is not None:
+            state = load_checkpoint(ckpt, self.optimizer)
+            self.step, position = state["step"], state["data_position"]
+        self.stream = PromptStream(cfg.data, position)
+        self.eval_set = eval_samples(cfg.data)
+        save_config(cfg, self.run_dir / "config.yaml")
+        self.logger = MetricsLogger(self.run_dir, cfg.log.tensorboard, cfg.log.wandb, config_to_dict(cfg))
+        if ckpt is not None:
+            self.logger.truncate_after(self.step)
+
+    # ------------------------------------------------------------------ one step
+    def _score(self, samples: list[Sample], texts: list[str], index: list[int]) -> tuple[torch.Tensor, dict]:
+        parts: dict[str, list[float]] = {}
+        totals = []
+        for text, i in zip(texts, index, strict=True):
+            rb = self.reward_fn(text, samples[i])
+            totals.append(rb.total)
+            for k, v in rb.parts.items():
+                parts.setdefault(k, []).append(v)
+        return torch.tensor(totals, dtype=torch.float32), {f"reward/{k}": float(np.mean(v)) for k, v in parts.items()}
+
+    def train_step(self) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        samples = self.stream.next(cfg.train.batch_prompts)
+        enc = encode_prompts(self.policy.processor, [build_messages(s, cfg.data.template) for s in samples],
+                             [s.images for s in samples])
+        batch = self.engine.generate(enc, cfg.rollout.n)
+        t_gen = time.perf_counter() - t0
+        rewards, metrics = self._score(samples, batch.texts, batch.prompt_index.tolist())
+        truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
+        if cfg.algo.overlong_penalty:
+            rewards = rewards - cfg.algo.overlong_penalty * truncated.float()
+        ref_logp = None
+        if self.ref is not None:
+            ref_logp = reference_logprobs(self.ref, batch, cfg.train.micro_batch, cfg.rollout.temperature)
+            if cfg.algo.kl_placement == "reward":
+                kl = kl_penalty(batch.sampler_logprobs, ref_logp, cfg.algo.kl_estimator) * batch.completion_mask
+                rewards = rewards - cfg.algo.kl_coef * kl.sum(1)
+        adv = compute_advantages(cfg.algo.advantage, rewards, batch.prompt_index)  # [N]
+        if cfg.algo.dynamic_sampling:
+            # DAPO: groups with identical rewards carry no signal; mask them out of the loss.
+            flat = torch.tensor([float(rewards[batch.prompt_index == g].std(unbiased=False)) == 0.0
+                                 for g in range(len(samples))])
+            batch.completion_mask = batch.completion_mask * (~flat[batch.prompt_index]).float().unsqueeze(1)
+            metrics["rollout/kept_groups"] = float((~flat).float().mean())
+        adv_tok = broadcast_advantages(adv, batch.completion_mask)  # [N, C]
+        set_lr(self.optimizer, lr_factor(self.step, cfg.train.steps, cfg.train.warmup_steps, cfg.train.schedule))
+        t1 = time.perf_counter()
+        metrics |= policy_update(self.policy.model, self.optimizer, batch, adv_tok, self.spec, ref_logp)
+        self.step += 1
+        lengths = batch.completion_lengths.float()
+        metrics |= {
+            "reward/total": float(rewards.mean()),
+            "reward/std_in_group": float(_group_std(rewards, batch.prompt_index)),
+            "rollout/response_length": float(lengths.mean()),
+            "rollout/truncated_frac": float(truncated.float().mean()),
+            "rollout/invalid_frac": float(np.mean([r == "invalid_vision_token" for r in batch.finish_reasons])),
+            "time/generate_s": t_gen,
+            "time/update_s": time.perf_counter() - t1,
+            "time/step_s": time.perf_counter() - t0,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        if ref_logp is not None:
+            kl = kl_penalty(batch.sampler_logprobs, ref_logp, cfg.algo.kl_estimator) * batch.completion_mask
+            metrics["actor/kl_ref"] = float(kl.sum() / batch.completion_mask.sum().clamp(min=1))
+        write_rollouts(self.run_dir, self.step, samples, batch, rewards, self.reward_fn, cfg.log.rollouts_per_step)
+        return metrics
+
+    # ------------------------------------------------------------------ loop
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_set:
+            return {}
+        res = evaluate(self.policy, self.eval_set, self.cfg.data.template, self.reward_fn,
+                       self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size)
+        return {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float))}
+
+    def save(self) -> Path:
+        state = {"step": self.step, "data_position": self.stream.position}
+        path = save_checkpoint(self.run_dir / "checkpoints" / f"step_{self.step}", self.policy, self.optimizer, state)
+        prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
+        return path
+
+    def train(self, on_step=None) -> list[dict[str, Any]]:
+        """Run until ``train.steps``; evaluate at start, every ``eval.every`` and at the end."""
+        cfg = self.cfg
+        history = []
+        if self.step == 0:
+            ev = self.evaluate()
+            if ev:
+                self.logger.log(0, ev)
+                history.append({"step": 0, **ev})
+        while self.step < cfg.train.steps:
+            metrics = self.train_step()
+            last = self.step == cfg.train.steps
+            if (cfg.eval.every and self.step % cfg.eval.every == 0) or last:
+                metrics |= self.evaluate()
+            self.logger.log(self.step, metrics)
+            history.append({"step": self.step, **metrics})
+            if on_step is not None:
+                on_step(self.step, metrics)
+            if (cfg.train.save_every and self.step % cfg.train.save_every == 0) or last:
+                self.save()
+        self.logger.close()
+        return history
+
+
+def _group_std(rewards: torch.Tensor, groups: torch.Tensor) -> float:
+    stds = [rewards[groups == g].std(unbiased=False) for g in groups.unique()]
+    return float(torch.stack(stds).mean())

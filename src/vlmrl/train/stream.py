@@ -1,0 +1,64 @@
+"""Where prompts come from during training, with a position that a checkpoint can store.
+
+A procedural task draws sample ``i`` from its own seeded RNG (``vlmrl.data.tasks.generate``),
+so the stream is a pure function of its position: resuming at position p replays exactly.
+A finite dataset is walked in a seeded permutation per epoch, the position counting samples.
+"""
+
+from __future__ import annotations
+
+import random
+
+from vlmrl.config.schema import DataConfig
+from vlmrl.data import Sample
+
+
+class PromptStream:
+    """``next(k)`` returns the next k training samples and advances ``position``."""
+
+    def __init__(self, cfg: DataConfig, position: int = 0):
+        self.cfg = cfg
+        self.position = position
+        self._dataset: list[Sample] | None = None
+        if cfg.path:
+            from vlmrl.data import load_dataset
+
+            self._dataset = load_dataset(cfg.path, split="train")
+            if cfg.train_size:
+                self._dataset = self._dataset[: cfg.train_size]
+            if not self._dataset:
+                raise ValueError(f"data.path {cfg.path!r}: no samples")
+        else:
+            from vlmrl.data.tasks import get_task
+
+            self._task = get_task(cfg.task, **cfg.task_kwargs)
+
+    def _at(self, i: int) -> Sample:
+        if self._dataset is not None:
+            n = len(self._dataset)
+            epoch, j = divmod(i, n)
+            order = list(range(n))
+            random.Random(f"vlmrl-stream:{self.cfg.seed}:{epoch}").shuffle(order)
+            return self._dataset[order[j]]
+        from vlmrl.data.tasks import generate
+
+        idx = i % self.cfg.train_size if self.cfg.train_size else i
+        return generate(self._task, 1, seed=self.cfg.seed, split="train", start=idx)[0]
+
+    def next(self, k: int) -> list[Sample]:
+        out = [self._at(self.position + j) for j in range(k)]
+        self.position += k
+        return out
+
+
+def eval_samples(cfg: DataConfig) -> list[Sample]:
+    """The held-out split: a disjoint procedural split, or ``data.eval_path``."""
+    if cfg.path:
+        if not cfg.eval_path:
+            return []
+        from vlmrl.data import load_dataset
+
+        return load_dataset(cfg.eval_path, split="test")[: cfg.eval_size]
+    from vlmrl.data.tasks import generate, get_task
+
+    return generate(get_task(cfg.task, **cfg.task_kwargs), cfg.eval_size, seed=cfg.seed, split="test")
