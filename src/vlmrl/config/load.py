@@ -76,8 +76,9 @@ def _build(cls, data: Any, prefix: str = ""):
     for k in data:
         if k not in names:
             where = f"{prefix}.{k}" if prefix else k
-            raise ConfigError(f"unknown key {where!r}; allowed under {prefix or 'the top level'}: "
-                              f"{_allowed_keys(cls)}")
+            raise ConfigError(
+                f"unknown key {where!r}; allowed under {prefix or 'the top level'}: {_allowed_keys(cls)}"
+            )
     kwargs = {}
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else k
@@ -131,9 +132,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def _validate(cfg: TrainConfig) -> None:
     """Cross-field checks that types alone cannot express."""
     positive = {
-        "rollout.n": cfg.rollout.n, "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
-        "train.batch_prompts": cfg.train.batch_prompts, "train.epochs": cfg.train.epochs,
-        "train.minibatches": cfg.train.minibatches, "train.micro_batch": cfg.train.micro_batch,
+        "rollout.n": cfg.rollout.n,
+        "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
+        "train.batch_prompts": cfg.train.batch_prompts,
+        "train.epochs": cfg.train.epochs,
+        "train.minibatches": cfg.train.minibatches,
+        "train.micro_batch": cfg.train.micro_batch,
         "eval.batch_size": cfg.eval.batch_size,
     }
     for key, v in positive.items():
@@ -147,8 +151,9 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError("algo.clip_low / algo.clip_high: must be ≥ 0")
     total = cfg.train.batch_prompts * cfg.rollout.n
     if total % cfg.train.minibatches:
-        raise ConfigError(f"train.minibatches: {cfg.train.minibatches} must divide batch_prompts × rollout.n "
-                          f"= {total}")
+        raise ConfigError(
+            f"train.minibatches: {cfg.train.minibatches} must divide batch_prompts × rollout.n = {total}"
+        )
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

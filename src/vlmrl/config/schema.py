@@ -104,6 +104,8 @@ class AlgoConfig:
 class RewardConfig:
     weights: dict[str, float] = field(default_factory=lambda: {"accuracy": 0.9, "format": 0.1})
     """Reward name → weight (EasyR1's default: 0.9 accuracy + 0.1 format); see ``vlmrl.rewards``."""
+    modules: list[str] = field(default_factory=list)
+    """Python files / modules to import first; their ``@register_reward`` functions become usable by name."""
 
 
 @dataclass
@@ -162,12 +164,16 @@ class LogConfig:
 
 @dataclass
 class SFTConfig:
+    init: str | None = None
+    """Model to warm-start from (None: ``model.path``)."""
     steps: int = 300
     """Supervised steps on formatted gold answers."""
     batch_size: int = 32
     """Samples per step."""
     lr: float = 1e-3
     """AdamW learning rate."""
+    train_size: int | None = None
+    """Distinct labelled samples SFT may see (None: a fresh one every time). Few labels leave room for RL."""
     out: str = "runs/sft-model"
     """Where the warm-started model is saved (a from_pretrained directory)."""
 

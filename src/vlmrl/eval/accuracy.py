@@ -12,8 +12,15 @@ from vlmrl.rollout.batch import encode_prompts
 from vlmrl.rollout.hf_engine import HFEngine
 
 
-def evaluate(policy, samples: list[Sample], template: str, reward_fn, max_new_tokens: int = 16,
-             batch_size: int = 50, return_outputs: bool = False) -> dict[str, Any]:
+def evaluate(
+    policy,
+    samples: list[Sample],
+    template: str,
+    reward_fn,
+    max_new_tokens: int = 16,
+    batch_size: int = 50,
+    return_outputs: bool = False,
+) -> dict[str, Any]:
     """Accuracy = mean of the reward's ``accuracy`` part (1 when the answer is right), per task and overall.
 
     Greedy decoding (one completion per prompt), so the number does not depend on sampling luck.
@@ -22,8 +29,10 @@ def evaluate(policy, samples: list[Sample], template: str, reward_fn, max_new_to
     by_task: dict[str, list[float]] = defaultdict(list)
     rewards, outputs = [], []
     for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
-        enc = encode_prompts(policy.processor, [build_messages(s, template) for s in chunk], [s.images for s in chunk])
+        chunk = samples[start : start + batch_size]
+        enc = encode_prompts(
+            policy.processor, [build_messages(s, template) for s in chunk], [s.images for s in chunk]
+        )
         batch = engine.generate(enc, 1, greedy=True)
         for s, text in zip(chunk, batch.texts, strict=True):
             rb = reward_fn(text, s)
@@ -32,8 +41,10 @@ def evaluate(policy, samples: list[Sample], template: str, reward_fn, max_new_to
             rewards.append(rb.total)
             outputs.append({"id": s.id, "completion": text, "answer": s.answer, "accuracy": acc})
     allacc = [a for v in by_task.values() for a in v]
-    res: dict[str, Any] = {"accuracy": float(np.mean(allacc)) if allacc else 0.0,
-                           "reward": float(np.mean(rewards)) if rewards else 0.0}
+    res: dict[str, Any] = {
+        "accuracy": float(np.mean(allacc)) if allacc else 0.0,
+        "reward": float(np.mean(rewards)) if rewards else 0.0,
+    }
     if len(by_task) > 1:
         res |= {f"accuracy/{t}": float(np.mean(v)) for t, v in by_task.items()}
     if return_outputs:

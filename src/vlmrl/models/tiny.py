@@ -62,8 +62,17 @@ def build_tiny_processor(cfg: TinyConfig) -> Qwen2_5_VLProcessor:
 
 def build_tiny_model(cfg: TinyConfig, tokenizer) -> Qwen2_5_VLForConditionalGeneration:
     """A randomly initialised Qwen2.5-VL of the given size, token ids taken from ``tokenizer``."""
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
-           ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t)
+        for t in (
+            "<|image_pad|>",
+            "<|video_pad|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+            "<|im_end|>",
+            "<|endoftext|>",
+        )
+    }
     head_dim = cfg.hidden_size // cfg.num_heads
     if sum(cfg.mrope_section) * 2 != head_dim:
         raise ValueError(
@@ -77,8 +86,11 @@ def build_tiny_model(cfg: TinyConfig, tokenizer) -> Qwen2_5_VLForConditionalGene
         "num_attention_heads": cfg.num_heads,
         "num_key_value_heads": cfg.num_heads,
         "max_position_embeddings": 4096,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta,
-                            "mrope_section": list(cfg.mrope_section)},
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": cfg.rope_theta,
+            "mrope_section": list(cfg.mrope_section),
+        },
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],

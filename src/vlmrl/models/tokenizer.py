@@ -32,12 +32,26 @@ QWEN_SPECIAL_TOKENS = (
 
 #: Vision tokens a rollout must never contain (shared/FACTS.md: a sampled ``<|image_pad|>``
 #: makes the training forward fail with "Image features and image tokens do not match").
-VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+VISION_SPECIAL_TOKENS = (
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
 
 #: Response-format tags kept as single, non-special tokens: decoding keeps them, rewards read them.
 TAG_TOKENS = (
-    "<look>", "</look>", "<think>", "</think>", "<answer>", "</answer>",
-    "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
+    "<look>",
+    "</look>",
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
 )
 
 #: Qwen-style ChatML template: images become ``<|vision_start|><|image_pad|><|vision_end|>``,

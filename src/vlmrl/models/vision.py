@@ -33,7 +33,9 @@ def apply_vision_policy(model: torch.nn.Module, mode: str) -> dict[str, int]:
         elif mode == "lora":
             p.requires_grad_("lora_" in name)
         else:
-            raise ValueError(f"vision.train: unknown mode {mode!r}; allowed: full, frozen, projector_only, lora")
+            raise ValueError(
+                f"vision.train: unknown mode {mode!r}; allowed: full, frozen, projector_only, lora"
+            )
     counts = {"vision_trainable": 0, "other_trainable": 0}
     for name, p in model.named_parameters():
         if p.requires_grad:

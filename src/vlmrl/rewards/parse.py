@@ -1,10 +1,11 @@
 r"""Pull the final answer out of a completion, in linear time on any input.
 
-The answer is the content of the last complete ``<answer>…</answer>`` pair (the innermost, if
-tags nest), else of the last ``\boxed{…}`` whose braces balance; surrounding whitespace is
-stripped, and an answer that is itself one ``\boxed{…}`` is unwrapped. Everything here is a
-single pass (``rfind``, one brace-matching scan) so a 100 kB completion made of ``<answer>`` or
-``\boxed{`` fragments costs milliseconds, not the quadratic time a backtracking regex would.
+The answer is the content of the last ``<answer>…</answer>`` pair with no answer tag inside
+(the innermost, if tags nest), else of the last ``\boxed{…}`` whose braces balance; whitespace
+around it is stripped, and an answer that is itself one ``\boxed{…}`` is unwrapped. Each step is
+a single pass (one tag scan, one brace-matching scan), so a 100 kB completion made of
+``<answer>`` or ``\boxed{`` fragments costs milliseconds, not the quadratic time a backtracking
+regex would.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 BOXED = "\\boxed{"
+_ANSWER_TAG_RE = re.compile("</?answer>")
 
 #: LaTeX wrappers that only style text: ``\text{B}`` → ``B``.
 _STYLE_RE = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textrm|mbox|operatorname)\s*\{([^{}]*)\}")
@@ -44,14 +46,14 @@ def extract_answer(completion: str | None) -> str | None:
 
 
 def _last_tag_content(text: str) -> str | None:
-    """Content of the last ``<answer>…</answer>`` pair: the last close and the open just before."""
-    close = text.rfind(ANSWER_CLOSE)
-    if close < 0:
-        return None
-    start = text.rfind(ANSWER_OPEN, 0, close)
-    if start < 0:
-        return None
-    return text[start + len(ANSWER_OPEN) : close]
+    """Content of the last ``<answer>`` directly followed (tag-wise) by ``</answer>``, if any."""
+    content = None
+    prev: re.Match[str] | None = None
+    for tag in _ANSWER_TAG_RE.finditer(text):
+        if tag.group(0) == ANSWER_CLOSE and prev is not None and prev.group(0) == ANSWER_OPEN:
+            content = text[prev.end() : tag.start()]
+        prev = tag
+    return content
 
 
 def matching_braces(text: str) -> dict[int, int]:
@@ -98,3 +100,13 @@ def strip_latex_style(text: str) -> str:
     for junk in ("$", "\\,", "\\!", "\\;", "\\ "):
         text = text.replace(junk, " " if junk == "\\ " else "")
     return text.strip()
+
+
+def normalize_text(text: str) -> str:
+    r"""Case-folded, whitespace-collapsed, unstyled text without edge quotes or end punctuation.
+
+    >>> normalize_text("  The  $\\text{Red}$ Cube. ")
+    'the red cube'
+    """
+    text = " ".join(strip_latex_style(text).split()).casefold()
+    return text.strip("\"'`").rstrip(".!;,").strip()

@@ -70,7 +70,7 @@ def reward_names() -> list[str]:
 def get_reward(name: str) -> RewardFn:
     """The reward registered as ``name``; an unknown name raises :class:`UnknownRewardError`.
 
-    >>> get_reward("fromat")
+    >>> get_reward("fromat")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     vlmrl.rewards.registry.UnknownRewardError: unknown reward 'fromat'; allowed: ...

@@ -13,9 +13,12 @@ parse + verify call here instead:
 * **any other thread** — a watchdog timer injects :class:`RewardTimeout` into the calling
   thread with ``PyThreadState_SetAsyncExc``. That lands only between bytecodes, so one long C
   call runs to its end first; the math reward therefore also screens its input for constructs
-  that make sympy do huge C-level integer work (see ``math_reward.is_explosive``).
+  that make sympy do huge C-level integer work (see ``screen.is_explosive``).
 
-Either way the previous ``SIGALRM`` handler and timer are restored afterwards.
+Either way the timeout repeats every ``RETRY_S`` until the call has ended, because mpmath
+has a few bare ``except:`` around tiny conversions, and a timeout landing in one is swallowed.
+(The repeat is far longer than unwinding a stack takes, so a second one never lands while the
+first is being handled.) The previous ``SIGALRM`` handler and timer are restored afterwards.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: After the deadline, raise the timeout again this often until the call has ended.
+RETRY_S = 0.25
 
-class RewardTimeout(BaseException):  # noqa: N818 - an event, like KeyboardInterrupt
+
+class RewardTimeout(BaseException):
     """Raised inside a bounded call at its deadline.
 
     A ``BaseException`` so that library code's ``except Exception`` does not swallow it.
@@ -64,8 +70,11 @@ def _raise_timeout(signum: int, frame: Any) -> None:
 
 def _with_alarm(fn: Callable[[], T], seconds: float, default: T) -> T:
     start = time.monotonic()
-    old_handler = signal.signal(signal.SIGALRM, _raise_timeout)
-    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        old_handler = signal.signal(signal.SIGALRM, _raise_timeout)
+    except (ValueError, OSError):  # e.g. the main thread of a sub-interpreter
+        return _with_watchdog(fn, seconds, default)
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds, RETRY_S)
     restored = False
 
     def restore() -> None:
@@ -102,27 +111,27 @@ def _set_async_exc(tid: int, exc: type[BaseException] | None) -> None:
 
 
 class _Watchdog:
-    """Injects :class:`RewardTimeout` once into thread ``tid`` after ``seconds``, unless disarmed.
-
-    Once is enough for the code we bound: sympy, latex2sympy2 and math_verify have no bare
-    ``except:`` or ``except BaseException`` outside their tests (checked for sympy 1.14 and
-    math_verify 0.9), so the exception is not swallowed; and one shot keeps this race-free.
-    """
+    """Injects :class:`RewardTimeout` into thread ``tid`` at ``seconds``, then each ``RETRY_S``."""
 
     def __init__(self, tid: int, seconds: float) -> None:
         self._tid = tid
         self._lock = threading.Lock()
         self._done = False
         self._fired = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._timer = self._start(seconds)
+
+    def _start(self, seconds: float) -> threading.Timer:
+        timer = threading.Timer(seconds, self._fire)
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def _fire(self) -> None:
         with self._lock:
             if not self._done:
                 self._fired = True
                 _set_async_exc(self._tid, RewardTimeout)
+                self._timer = self._start(RETRY_S)
 
     def disarm(self) -> None:
         """Stop the watchdog and clear an exception injected but not yet delivered."""
@@ -141,7 +150,7 @@ def _with_watchdog(fn: Callable[[], T], seconds: float, default: T) -> T:
         finally:
             dog.disarm()
     except RewardTimeout:
-        # The one injection may land inside fn() or inside the first disarm(); either way it
-        # ends here, and this second (idempotent) disarm() makes sure the watchdog is stopped.
+        # The injection may land inside fn() or inside the first disarm(); either way it ends
+        # here, and this second (idempotent) disarm() makes sure the watchdog is stopped.
         dog.disarm()
         return default

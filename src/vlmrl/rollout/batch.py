@@ -61,7 +61,7 @@ def _image_rows(prompt_inputs: dict[str, torch.Tensor]) -> tuple[list[slice], li
     patches = grid.prod(-1).tolist() if grid is not None else []
     pix, grids, img, row = [], [], 0, 0
     for c in counts:
-        n_rows = int(sum(patches[img:img + c]))
+        n_rows = int(sum(patches[img : img + c]))
         pix.append(slice(row, row + n_rows))
         grids.append(slice(img, img + c))
         img += c
@@ -69,7 +69,9 @@ def _image_rows(prompt_inputs: dict[str, torch.Tensor]) -> tuple[list[slice], li
     return pix, grids
 
 
-def training_inputs(batch: RolloutBatch, rows: torch.Tensor | list[int]) -> tuple[dict[str, torch.Tensor], int]:
+def training_inputs(
+    batch: RolloutBatch, rows: torch.Tensor | list[int]
+) -> tuple[dict[str, torch.Tensor], int]:
     """Model inputs for prompt + completion of the chosen rollouts, and the completion length C.
 
     Left-padding columns shared by all chosen rows are trimmed: they change nothing (masked)
@@ -128,12 +130,16 @@ def completion_logprobs(
     """
     c = completion_ids.shape[1]
     out = model(**inputs, use_cache=False, logits_to_keep=c + 1)
-    logits = out.logits[:, -(c + 1):-1, :].float() / temperature  # [n, C, V]
+    logits = out.logits[:, -(c + 1) : -1, :].float() / temperature  # [n, C, V]
     return token_logprobs(logits, completion_ids), logits
 
 
-def batch_from_completions(prompt_inputs: dict[str, torch.Tensor], completions: list[list[int]], pad_id: int,
-                           prompt_index: list[int] | None = None) -> RolloutBatch:
+def batch_from_completions(
+    prompt_inputs: dict[str, torch.Tensor],
+    completions: list[list[int]],
+    pad_id: int,
+    prompt_index: list[int] | None = None,
+) -> RolloutBatch:
     """A RolloutBatch from given completion token ids (SFT targets, replayed logs)."""
     width = max(len(c) for c in completions)
     ids = torch.full((len(completions), width), pad_id, dtype=torch.long)
@@ -141,6 +147,9 @@ def batch_from_completions(prompt_inputs: dict[str, torch.Tensor], completions: 
         ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
     lengths = torch.tensor([len(c) for c in completions], dtype=torch.long)
     mask = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).float()
-    index = torch.tensor(prompt_index if prompt_index is not None else range(len(completions)), dtype=torch.long)
-    return RolloutBatch(prompt_inputs, index, ids, mask, torch.zeros_like(mask), lengths,
-                        ["stop"] * len(completions))
+    index = torch.tensor(
+        prompt_index if prompt_index is not None else range(len(completions)), dtype=torch.long
+    )
+    return RolloutBatch(
+        prompt_inputs, index, ids, mask, torch.zeros_like(mask), lengths, ["stop"] * len(completions)
+    )

@@ -19,7 +19,9 @@ from vlmrl.rollout.batch import RolloutBatch
 class RolloutEngine(Protocol):
     """What the trainer needs from any engine (HF generate today, vLLM on GPUs)."""
 
-    def generate(self, prompt_inputs: dict[str, torch.Tensor], n: int, greedy: bool = False) -> RolloutBatch: ...
+    def generate(
+        self, prompt_inputs: dict[str, torch.Tensor], n: int, greedy: bool = False
+    ) -> RolloutBatch: ...
 
 
 class HFEngine:
@@ -30,8 +32,14 @@ class HFEngine:
     quantity the training forward computes (top-p only narrows which tokens can be drawn).
     """
 
-    def __init__(self, policy, max_new_tokens: int = 16, temperature: float = 1.0, top_p: float = 1.0,
-                 mask_truncated: bool = False):
+    def __init__(
+        self,
+        policy,
+        max_new_tokens: int = 16,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        mask_truncated: bool = False,
+    ):
         self.policy = policy
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
@@ -39,7 +47,11 @@ class HFEngine:
         self.mask_truncated = mask_truncated
         tok = policy.tokenizer
         self.pad_id = tok.pad_token_id
-        stops = {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>")}
+        stops = {
+            tok.convert_tokens_to_ids("<|im_end|>"),
+            tok.eos_token_id,
+            tok.convert_tokens_to_ids("<|endoftext|>"),
+        }
         self.stop_ids = sorted(i for i in stops if isinstance(i, int) and i >= 0)
         self.banned = policy.banned_token_ids
 

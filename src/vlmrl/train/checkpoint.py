@@ -66,8 +66,14 @@ def load_checkpoint(directory: Path, optimizer: torch.optim.Optimizer) -> dict[s
     for g, saved in zip(optimizer.param_groups, meta["groups"], strict=True):
         g.update(saved)
         for p in g["params"]:
-            st = {k.split(".", 1)[1]: v.to(p.device) for k, v in tensors.items() if k.split(".", 1)[0] == str(idx)}
-            st.update({k.split(".", 1)[1]: v for k, v in meta["scalars"].items() if k.split(".", 1)[0] == str(idx)})
+            st = {
+                k.split(".", 1)[1]: v.to(p.device)
+                for k, v in tensors.items()
+                if k.split(".", 1)[0] == str(idx)
+            }
+            st.update(
+                {k.split(".", 1)[1]: v for k, v in meta["scalars"].items() if k.split(".", 1)[0] == str(idx)}
+            )
             if st:
                 optimizer.state[p] = st
             idx += 1
@@ -81,11 +87,15 @@ def load_checkpoint(directory: Path, optimizer: torch.optim.Optimizer) -> dict[s
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step_*[0-9]"), key=lambda p: int(p.name.split("_")[1]))
+    ckpts = sorted(
+        (Path(run_dir) / "checkpoints").glob("step_*[0-9]"), key=lambda p: int(p.name.split("_")[1])
+    )
     return ckpts[-1] if ckpts else None
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step_*[0-9]"), key=lambda p: int(p.name.split("_")[1]))
+    ckpts = sorted(
+        (Path(run_dir) / "checkpoints").glob("step_*[0-9]"), key=lambda p: int(p.name.split("_")[1])
+    )
     for old in ckpts[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)

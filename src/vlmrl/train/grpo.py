@@ -29,7 +29,7 @@ from vlmrl.data import Sample, build_messages
 from vlmrl.eval.accuracy import evaluate
 from vlmrl.models import load_policy
 from vlmrl.models.vision import apply_vision_policy
-from vlmrl.rewards import build_reward
+from vlmrl.rewards.plugins import reward_from_config
 from vlmrl.rollout.batch import encode_prompts
 from vlmrl.rollout.hf_engine import HFEngine
 from vlmrl.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
@@ -57,15 +57,22 @@ class GRPOTrainer:
         if resume and ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
         m = cfg.model
-        self.policy = load_policy(ckpt / "model" if ckpt else m.path, m.dtype, m.device, m.attn_implementation)
+        self.policy = load_policy(
+            ckpt / "model" if ckpt else m.path, m.dtype, m.device, m.attn_implementation
+        )
         apply_vision_policy(self.policy.model, cfg.vision.train)
         self.ref = None
         if cfg.algo.kl_coef > 0:
             self.ref = load_policy(m.path, m.dtype, m.device, m.attn_implementation).model.eval()
             self.ref.requires_grad_(False)
-        self.engine = HFEngine(self.policy, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
-                               cfg.rollout.top_p, cfg.rollout.mask_truncated)
-        self.reward_fn = build_reward(cfg.reward.weights)
+        self.engine = HFEngine(
+            self.policy,
+            cfg.rollout.max_new_tokens,
+            cfg.rollout.temperature,
+            cfg.rollout.top_p,
+            cfg.rollout.mask_truncated,
+        )
+        self.reward_fn = reward_from_config(cfg.reward)
         self.optimizer = build_optimizer(self.policy.model, cfg.train, cfg.vision.lr_scale)
         self.spec = UpdateSpec(cfg.algo, cfg.train, cfg.rollout.temperature, cfg.rollout.max_new_tokens)
         self.step = 0
@@ -89,14 +96,19 @@ class GRPOTrainer:
             totals.append(rb.total)
             for k, v in rb.parts.items():
                 parts.setdefault(k, []).append(v)
-        return torch.tensor(totals, dtype=torch.float32), {f"reward/{k}": float(np.mean(v)) for k, v in parts.items()}
+        return torch.tensor(totals, dtype=torch.float32), {
+            f"reward/{k}": float(np.mean(v)) for k, v in parts.items()
+        }
 
     def train_step(self) -> dict[str, Any]:
         cfg = self.cfg
         t0 = time.perf_counter()
         samples = self.stream.next(cfg.train.batch_prompts)
-        enc = encode_prompts(self.policy.processor, [build_messages(s, cfg.data.template) for s in samples],
-                             [s.images for s in samples])
+        enc = encode_prompts(
+            self.policy.processor,
+            [build_messages(s, cfg.data.template) for s in samples],
+            [s.images for s in samples],
+        )
         batch = self.engine.generate(enc, cfg.rollout.n)
         t_gen = time.perf_counter() - t0
         rewards, metrics = self._score(samples, batch.texts, batch.prompt_index.tolist())
@@ -107,17 +119,26 @@ class GRPOTrainer:
         if self.ref is not None:
             ref_logp = reference_logprobs(self.ref, batch, cfg.train.micro_batch, cfg.rollout.temperature)
             if cfg.algo.kl_placement == "reward":
-                kl = kl_penalty(batch.sampler_logprobs, ref_logp, cfg.algo.kl_estimator) * batch.completion_mask
+                kl = (
+                    kl_penalty(batch.sampler_logprobs, ref_logp, cfg.algo.kl_estimator)
+                    * batch.completion_mask
+                )
                 rewards = rewards - cfg.algo.kl_coef * kl.sum(1)
         adv = compute_advantages(cfg.algo.advantage, rewards, batch.prompt_index)  # [N]
         if cfg.algo.dynamic_sampling:
             # DAPO: groups with identical rewards carry no signal; mask them out of the loss.
-            flat = torch.tensor([float(rewards[batch.prompt_index == g].std(unbiased=False)) == 0.0
-                                 for g in range(len(samples))])
+            flat = torch.tensor(
+                [
+                    float(rewards[batch.prompt_index == g].std(unbiased=False)) == 0.0
+                    for g in range(len(samples))
+                ]
+            )
             batch.completion_mask = batch.completion_mask * (~flat[batch.prompt_index]).float().unsqueeze(1)
             metrics["rollout/kept_groups"] = float((~flat).float().mean())
         adv_tok = broadcast_advantages(adv, batch.completion_mask)  # [N, C]
-        set_lr(self.optimizer, lr_factor(self.step, cfg.train.steps, cfg.train.warmup_steps, cfg.train.schedule))
+        set_lr(
+            self.optimizer, lr_factor(self.step, cfg.train.steps, cfg.train.warmup_steps, cfg.train.schedule)
+        )
         t1 = time.perf_counter()
         metrics |= policy_update(self.policy.model, self.optimizer, batch, adv_tok, self.spec, ref_logp)
         self.step += 1
@@ -127,7 +148,9 @@ class GRPOTrainer:
             "reward/std_in_group": float(_group_std(rewards, batch.prompt_index)),
             "rollout/response_length": float(lengths.mean()),
             "rollout/truncated_frac": float(truncated.float().mean()),
-            "rollout/invalid_frac": float(np.mean([r == "invalid_vision_token" for r in batch.finish_reasons])),
+            "rollout/invalid_frac": float(
+                np.mean([r == "invalid_vision_token" for r in batch.finish_reasons])
+            ),
             "time/generate_s": t_gen,
             "time/update_s": time.perf_counter() - t1,
             "time/step_s": time.perf_counter() - t0,
@@ -136,20 +159,30 @@ class GRPOTrainer:
         if ref_logp is not None:
             kl = kl_penalty(batch.sampler_logprobs, ref_logp, cfg.algo.kl_estimator) * batch.completion_mask
             metrics["actor/kl_ref"] = float(kl.sum() / batch.completion_mask.sum().clamp(min=1))
-        write_rollouts(self.run_dir, self.step, samples, batch, rewards, self.reward_fn, cfg.log.rollouts_per_step)
+        write_rollouts(
+            self.run_dir, self.step, samples, batch, rewards, self.reward_fn, cfg.log.rollouts_per_step
+        )
         return metrics
 
     # ------------------------------------------------------------------ loop
     def evaluate(self) -> dict[str, float]:
         if not self.eval_set:
             return {}
-        res = evaluate(self.policy, self.eval_set, self.cfg.data.template, self.reward_fn,
-                       self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size)
+        res = evaluate(
+            self.policy,
+            self.eval_set,
+            self.cfg.data.template,
+            self.reward_fn,
+            self.cfg.eval.max_new_tokens,
+            self.cfg.eval.batch_size,
+        )
         return {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float))}
 
     def save(self) -> Path:
         state = {"step": self.step, "data_position": self.stream.position}
-        path = save_checkpoint(self.run_dir / "checkpoints" / f"step_{self.step}", self.policy, self.optimizer, state)
+        path = save_checkpoint(
+            self.run_dir / "checkpoints" / f"step_{self.step}", self.policy, self.optimizer, state
+        )
         prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
         return path
 

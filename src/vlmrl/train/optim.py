@@ -17,7 +17,9 @@ def is_vision_param(name: str) -> bool:
     return any(f".{p}" in f".{name}" for p in VISION_PREFIXES)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: LoopConfig, vision_lr_scale: float = 1.0) -> torch.optim.AdamW:
+def build_optimizer(
+    model: torch.nn.Module, cfg: LoopConfig, vision_lr_scale: float = 1.0
+) -> torch.optim.AdamW:
     """Two parameter groups so the vision tower can learn slower (``vision.lr_scale``)."""
     vision, rest = [], []
     for name, p in model.named_parameters():

@@ -11,8 +11,15 @@ from vlmrl.data import Sample
 from vlmrl.rollout.batch import RolloutBatch
 
 
-def write_rollouts(run_dir: Path, step: int, samples: list[Sample], batch: RolloutBatch, rewards: torch.Tensor,
-                   reward_fn, limit: int) -> None:
+def write_rollouts(
+    run_dir: Path,
+    step: int,
+    samples: list[Sample],
+    batch: RolloutBatch,
+    rewards: torch.Tensor,
+    reward_fn,
+    limit: int,
+) -> None:
     """Write the first ``limit`` rollouts of the step (images saved once per prompt as PNG)."""
     if limit <= 0:
         return
@@ -30,11 +37,21 @@ def write_rollouts(run_dir: Path, step: int, samples: list[Sample], batch: Rollo
                 im.save(ref)
             refs.append(str(ref.relative_to(out)))
         rb = reward_fn(batch.texts[i], s)
-        rows.append({
-            "step": step, "sample_id": s.id, "task": s.task, "problem": s.problem, "answer": s.answer,
-            "images": refs, "completion": batch.texts[i], "finish_reason": batch.finish_reasons[i],
-            "reward": float(rewards[i]), "reward_parts": rb.parts, "group": int(batch.prompt_index[i]),
-        })
+        rows.append(
+            {
+                "step": step,
+                "sample_id": s.id,
+                "task": s.task,
+                "problem": s.problem,
+                "answer": s.answer,
+                "images": refs,
+                "completion": batch.texts[i],
+                "finish_reason": batch.finish_reasons[i],
+                "reward": float(rewards[i]),
+                "reward_parts": rb.parts,
+                "group": int(batch.prompt_index[i]),
+            }
+        )
     with (out / f"step_{step}.jsonl").open("w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")

@@ -6,6 +6,7 @@ teaches is exactly what the RL sampler sees.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -16,27 +17,32 @@ from vlmrl.data import Sample, build_messages
 from vlmrl.eval.accuracy import evaluate
 from vlmrl.models import load_policy
 from vlmrl.rollout.batch import batch_from_completions, completion_logprobs, encode_prompts, training_inputs
-from vlmrl.train.seeding import seed_everything
 from vlmrl.train.metrics import MetricsLogger
+from vlmrl.train.seeding import seed_everything
 from vlmrl.train.stream import PromptStream, eval_samples
 
 
 def gold_completion(sample: Sample, template: str) -> str:
     """The target text for ``sample`` under ``template``: the format the rewards check."""
+    answer = f"<answer>{sample.answer}</answer>"
     if template == "answer":
-        return f"<answer>{sample.answer}</answer>"
+        return answer
+    think = f"<think>The answer is {sample.answer}.</think>"
     if template == "look":
-        seen = sample.facts.get("description", "")
-        return f"<look>{seen}</look><think>The answer is {sample.answer}.</think><answer>{sample.answer}</answer>"
-    return f"<think>The answer is {sample.answer}.</think><answer>{sample.answer}</answer>"
+        return f"<look>{sample.facts.get('description', '')}</look>{think}{answer}"
+    return think + answer
 
 
 def sft_loss(policy, samples: list[Sample], template: str) -> torch.Tensor:
     """Mean negative log-likelihood of the gold completions' tokens (incl. the closing <|im_end|>)."""
     tok = policy.tokenizer
-    enc = encode_prompts(policy.processor, [build_messages(s, template) for s in samples], [s.images for s in samples])
-    completions = [tok(gold_completion(s, template) + "<|im_end|>", add_special_tokens=False)["input_ids"]
-                   for s in samples]
+    enc = encode_prompts(
+        policy.processor, [build_messages(s, template) for s in samples], [s.images for s in samples]
+    )
+    completions = [
+        tok(gold_completion(s, template) + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        for s in samples
+    ]
     batch = batch_from_completions(enc, completions, tok.pad_token_id)
     inputs, _ = training_inputs(batch, list(range(batch.size)))
     logp, _ = completion_logprobs(policy.model, inputs, batch.completion_ids)
@@ -47,16 +53,18 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
     """Train ``cfg.model.path`` on ``cfg.sft`` settings; save to ``cfg.sft.out``; return eval before/after."""
     seed_everything(cfg.train.seed)
     m = cfg.model
-    policy = load_policy(m.path, m.dtype, m.device, m.attn_implementation)
+    policy = load_policy(cfg.sft.init or m.path, m.dtype, m.device, m.attn_implementation)
     out = Path(cfg.sft.out)
-    stream = PromptStream(cfg.data)
+    stream = PromptStream(dataclasses.replace(cfg.data, train_size=cfg.sft.train_size))
     evals = eval_samples(cfg.data)
-    from vlmrl.rewards import build_reward
+    from vlmrl.rewards.plugins import reward_from_config
 
-    reward_fn = build_reward(cfg.reward.weights)
+    reward_fn = reward_from_config(cfg.reward)
     opt = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad], lr=cfg.sft.lr)
     logger = MetricsLogger(out / "sft_logs", tensorboard=cfg.log.tensorboard)
-    before = evaluate(policy, evals, cfg.data.template, reward_fn, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    before = evaluate(
+        policy, evals, cfg.data.template, reward_fn, cfg.eval.max_new_tokens, cfg.eval.batch_size
+    )
     policy.model.train()
     t0 = time.perf_counter()
     for step in range(1, cfg.sft.steps + 1):
@@ -70,10 +78,17 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
             logger.log(step, row)
             if on_log:
                 on_log(step, row)
-    after = evaluate(policy, evals, cfg.data.template, reward_fn, cfg.eval.max_new_tokens, cfg.eval.batch_size)
-    logger.log(cfg.sft.steps, {"eval/accuracy_before": before["accuracy"], "eval/accuracy": after["accuracy"]})
+    after = evaluate(
+        policy, evals, cfg.data.template, reward_fn, cfg.eval.max_new_tokens, cfg.eval.batch_size
+    )
+    logger.log(
+        cfg.sft.steps, {"eval/accuracy_before": before["accuracy"], "eval/accuracy": after["accuracy"]}
+    )
     logger.close()
     policy.model.save_pretrained(out)
     policy.processor.save_pretrained(out)
-    return {"accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
-            "seconds": time.perf_counter() - t0}
+    return {
+        "accuracy_before": before["accuracy"],
+        "accuracy_after": after["accuracy"],
+        "seconds": time.perf_counter() - t0,
+    }

@@ -33,8 +33,12 @@ class UpdateSpec:
 def _loss_kwargs(spec: UpdateSpec, tokens, seqs) -> dict:
     a = spec.algo
     return {
-        "clip_low": a.clip_low, "clip_high": a.clip_high, "agg": a.loss_agg,
-        "norm_const": float(spec.max_new_tokens), "global_tokens": tokens, "global_seqs": seqs,
+        "clip_low": a.clip_low,
+        "clip_high": a.clip_high,
+        "agg": a.loss_agg,
+        "norm_const": float(spec.max_new_tokens),
+        "global_tokens": tokens,
+        "global_seqs": seqs,
         **({"dual_clip_c": a.dual_clip_c} if a.loss == "dual_clip" else {}),
     }
 
@@ -48,7 +52,9 @@ def reference_logprobs(ref_model, batch: RolloutBatch, micro_batch: int, tempera
         inputs, _ = training_inputs(batch, rows)
         lp, _ = completion_logprobs(ref_model, inputs, batch.completion_ids[rows], temperature)
         out.append(lp)
-    return torch.cat(out) * (batch.completion_lengths.unsqueeze(1) > torch.arange(batch.completion_ids.shape[1]))
+    return torch.cat(out) * (
+        batch.completion_lengths.unsqueeze(1) > torch.arange(batch.completion_ids.shape[1])
+    )
 
 
 def policy_update(
@@ -69,7 +75,11 @@ def policy_update(
     n_opt = 0
     model.train()
     for _ in range(loop.epochs):
-        order = torch.randperm(batch.size, generator=generator) if loop.minibatches > 1 else torch.arange(batch.size)
+        order = (
+            torch.randperm(batch.size, generator=generator)
+            if loop.minibatches > 1
+            else torch.arange(batch.size)
+        )
         for mb in order.chunk(loop.minibatches):
             tokens, seqs = global_counts(mask[mb])
             if tokens.item() == 0:
@@ -78,17 +88,26 @@ def policy_update(
             for micro in mb.split(loop.micro_batch):
                 rows = micro.tolist()
                 inputs, _ = training_inputs(batch, rows)
-                logp, logits = completion_logprobs(model, inputs, batch.completion_ids[rows], spec.temperature)
+                logp, logits = completion_logprobs(
+                    model, inputs, batch.completion_ids[rows], spec.temperature
+                )
                 m = mask[rows]
                 old = logp.detach() if on_policy else batch.sampler_logprobs[rows]
-                pg, pg_metrics = compute_policy_loss(algo.loss, logp, old, advantages[rows], m,
-                                                     **_loss_kwargs(spec, tokens, seqs))
+                pg, pg_metrics = compute_policy_loss(
+                    algo.loss, logp, old, advantages[rows], m, **_loss_kwargs(spec, tokens, seqs)
+                )
                 loss = pg
                 metrics = {f"actor/{k}": v for k, v in pg_metrics.items()}
                 metrics["actor/pg_loss"] = pg.item()
                 if ref_logp is not None and algo.kl_coef > 0 and algo.kl_placement == "loss":
-                    kl = agg_loss(kl_penalty(logp, ref_logp[rows], algo.kl_estimator), m, algo.loss_agg,
-                                  float(spec.max_new_tokens), global_tokens=tokens, global_seqs=seqs)
+                    kl = agg_loss(
+                        kl_penalty(logp, ref_logp[rows], algo.kl_estimator),
+                        m,
+                        algo.loss_agg,
+                        float(spec.max_new_tokens),
+                        global_tokens=tokens,
+                        global_seqs=seqs,
+                    )
                     loss = loss + algo.kl_coef * kl
                     metrics["actor/kl_loss"] = kl.item()
                 ent = agg_loss(entropy_from_logits(logits), m, "token_mean", global_tokens=tokens)
@@ -98,12 +117,18 @@ def policy_update(
                 loss.backward()
                 for k, v in metrics.items():
                     # pg_loss / kl / entropy are already fractions of the minibatch total: add them up.
-                    share = 1.0 if k in ("actor/pg_loss", "actor/kl_loss", "actor/entropy") else len(rows) / len(mb)
+                    share = (
+                        1.0
+                        if k in ("actor/pg_loss", "actor/kl_loss", "actor/entropy")
+                        else len(rows) / len(mb)
+                    )
                     sums[k] = sums.get(k, 0.0) + v * share
             if loop.grad_clip > 0:
                 gnorm = torch.nn.utils.clip_grad_norm_(params, loop.grad_clip)
             else:
-                gnorm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+                gnorm = torch.linalg.vector_norm(
+                    torch.stack([p.grad.norm() for p in params if p.grad is not None])
+                )
             sums["actor/grad_norm"] = sums.get("actor/grad_norm", 0.0) + float(gnorm)
             optimizer.step()
             n_opt += 1

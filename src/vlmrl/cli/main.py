@@ -1,0 +1,158 @@
+"""``vlmrl`` command line: parses arguments and calls the library; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _cmd_make_tiny(args) -> None:
+    from vlmrl.models import TinyConfig, make_tiny
+
+    out = make_tiny(args.dir, TinyConfig(seed=args.seed))
+    print(f"tiny Qwen2.5-VL written to {out}")
+
+
+def _cmd_data(args) -> None:
+    from vlmrl.data import export_parquet, generate, task_names, write_tasks_grid
+
+    if args.action == "list":
+        print("\n".join(task_names()))
+    elif args.action == "synth":
+        knobs = _parse_knobs(args.knob)
+        samples = generate(args.task, args.n, seed=args.seed, split=args.split, **knobs)
+        export_parquet(samples, args.out)
+        print(f"wrote {len(samples)} {args.task} samples to {args.out}")
+    elif args.action == "grid":
+        print(f"wrote {write_tasks_grid(args.out)}")
+
+
+def _parse_knobs(items: list[str]) -> dict:
+    import yaml
+
+    knobs = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--knob {item!r}: expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        knobs[k] = yaml.safe_load(v)
+    return knobs
+
+
+def _cmd_sft(args) -> None:
+    from vlmrl.config import load_config
+    from vlmrl.train.sft import run_sft
+
+    cfg = load_config(args.config, args.overrides)
+    res = run_sft(cfg, on_log=lambda s, r: print(f"sft step {s}: loss {r['sft/loss']:.4f}", flush=True))
+    print(
+        f"SFT held-out accuracy {res['accuracy_before']:.3f} -> {res['accuracy_after']:.3f} "
+        f"({res['seconds']:.0f} s); model saved to {cfg.sft.out}"
+    )
+
+
+def _cmd_train(args) -> None:
+    from vlmrl.config import load_config
+    from vlmrl.train.grpo import GRPOTrainer
+    from vlmrl.train.progress import run_with_progress
+
+    cfg = load_config(args.config, args.overrides)
+    trainer = GRPOTrainer(cfg, resume=args.resume)
+    run_with_progress(trainer, cfg.log.progress)
+    print(f"run directory: {cfg.log.run_dir}")
+
+
+def _cmd_eval(args) -> None:
+    import json
+
+    from vlmrl.config import load_config
+    from vlmrl.eval.accuracy import evaluate
+    from vlmrl.models import load_policy
+    from vlmrl.rewards.plugins import reward_from_config
+    from vlmrl.train.stream import eval_samples
+
+    cfg = load_config(args.config, args.overrides)
+    policy = load_policy(args.model or cfg.model.path, cfg.model.dtype, cfg.model.device)
+    res = evaluate(
+        policy,
+        eval_samples(cfg.data),
+        cfg.data.template,
+        reward_from_config(cfg.reward),
+        cfg.eval.max_new_tokens,
+        cfg.eval.batch_size,
+    )
+    print(json.dumps(res, indent=2))
+
+
+def _cmd_demo(args) -> None:
+    from vlmrl.demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vlmrl", description="RL post-training for vision-language models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="build the tiny model, SFT warm-start, GRPO, evaluate (offline, CPU)")
+    d.add_argument("--out", default="runs/demo", help="run directory root")
+    d.add_argument("--quick", action="store_true", help="a one-minute smoke version")
+    d.set_defaults(fn=_cmd_demo)
+
+    t = sub.add_parser("make-tiny", help="build and save the tiny offline Qwen2.5-VL (model + processor)")
+    t.add_argument("dir", help="output directory (loadable with from_pretrained / load_policy)")
+    t.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    t.set_defaults(fn=_cmd_make_tiny)
+
+    da = sub.add_parser("data", help="procedural tasks: list, synthesise to parquet, sample grid")
+    da.add_argument("action", choices=["list", "synth", "grid"], help="what to do")
+    da.add_argument("--task", default="count", help="task name (see `vlmrl data list`)")
+    da.add_argument("--n", type=int, default=1000, help="number of samples")
+    da.add_argument("--seed", type=int, default=0, help="seed")
+    da.add_argument("--split", default="train", help="split name (train/test draw disjoint streams)")
+    da.add_argument("--knob", action="append", help="task difficulty knob NAME=VALUE (repeatable)")
+    da.add_argument("--out", default="data.parquet", help="output file (parquet for synth, PNG for grid)")
+    da.set_defaults(fn=_cmd_data)
+
+    for name, fn, help_ in (
+        ("sft", _cmd_sft, "supervised warm-start on formatted gold answers"),
+        ("train", _cmd_train, "GRPO training from a YAML config"),
+        ("eval", _cmd_eval, "held-out accuracy of a model"),
+    ):
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("config", nargs="?", default=None, help="YAML config (defaults if omitted)")
+        c.add_argument("overrides", nargs="*", help="dotted overrides, e.g. algo.clip_high=0.28")
+        if name == "train":
+            c.add_argument(
+                "--resume", action="store_true", help="continue from the latest checkpoint of log.run_dir"
+            )
+        if name == "eval":
+            c.add_argument("--model", default=None, help="model directory (default: model.path)")
+        c.set_defaults(fn=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = getattr(args, "config", None)
+    if config and "=" in config and not Path(config).exists():
+        # `vlmrl train a.b=1` with no config file: the first word is an override.
+        args.overrides, args.config = [config, *args.overrides], None
+    from vlmrl.config import ConfigError
+    from vlmrl.data import DatasetError
+
+    try:
+        args.fn(args)
+    except (ConfigError, DatasetError, FileNotFoundError) as e:
+        print(f"vlmrl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
