@@ -41,16 +41,29 @@ def plugin(tmp_path_factory) -> Path:
 
 def _overrides(tiny_dir, run_dir, plugin, *extra) -> list[str]:
     return [
-        f"model.path={tiny_dir}", f"log.run_dir={run_dir}", f"reward.modules=[{plugin}]",
-        "reward.weights={test_letters: 1.0}", "data.task=count", "train.batch_prompts=2", "rollout.n=4",
-        "rollout.max_new_tokens=6", "eval.every=0", "data.eval_size=4", "eval.max_new_tokens=4",
-        "log.progress=false", "log.tensorboard=false", "train.lr=1e-3", *extra,
+        f"model.path={tiny_dir}",
+        f"log.run_dir={run_dir}",
+        f"reward.modules=[{plugin}]",
+        "reward.weights={test_letters: 1.0}",
+        "data.task=count",
+        "train.batch_prompts=2",
+        "rollout.n=4",
+        "rollout.max_new_tokens=6",
+        "eval.every=0",
+        "data.eval_size=4",
+        "eval.max_new_tokens=4",
+        "log.progress=false",
+        "log.tensorboard=false",
+        "train.lr=1e-3",
+        *extra,
     ]
 
 
 @pytest.mark.parametrize("mode", ["full", "frozen"])
 def test_one_grpo_step_moves_exactly_the_trainable_parameters(tiny_dir, tmp_path, plugin, mode):
-    cfg = load_config(overrides=_overrides(tiny_dir, tmp_path, plugin, "train.steps=1", f"vision.train={mode}"))
+    cfg = load_config(
+        overrides=_overrides(tiny_dir, tmp_path, plugin, "train.steps=1", f"vision.train={mode}")
+    )
     trainer = GRPOTrainer(cfg)
     model = trainer.policy.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -58,7 +71,9 @@ def test_one_grpo_step_moves_exactly_the_trainable_parameters(tiny_dir, tmp_path
     assert metrics["reward/std_in_group"] > 0  # the test is not vacuous
     assert all(v is None or torch.isfinite(torch.tensor(v)) for v in metrics.values() if isinstance(v, float))
     unchanged = [n for n, p in model.named_parameters() if p.requires_grad and torch.equal(p, before[n])]
-    moved_frozen = [n for n, p in model.named_parameters() if not p.requires_grad and not torch.equal(p, before[n])]
+    moved_frozen = [
+        n for n, p in model.named_parameters() if not p.requires_grad and not torch.equal(p, before[n])
+    ]
     assert unchanged == []
     assert moved_frozen == []
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
@@ -91,8 +106,9 @@ def test_micro_batch_invariance(tiny_dir, tmp_path, plugin):
     from vlmrl.data import build_messages
     from vlmrl.rollout.batch import encode_prompts
 
-    enc = encode_prompts(trainer.policy.processor, [build_messages(s, "answer") for s in samples],
-                         [s.images for s in samples])
+    enc = encode_prompts(
+        trainer.policy.processor, [build_messages(s, "answer") for s in samples], [s.images for s in samples]
+    )
     batch = trainer.engine.generate(enc, 4)
     rewards, _ = trainer._score(samples, batch.texts, batch.prompt_index.tolist())
     adv = broadcast_advantages(compute_advantages("grpo", rewards, batch.prompt_index), batch.completion_mask)
@@ -116,8 +132,13 @@ def test_micro_batch_invariance(tiny_dir, tmp_path, plugin):
 
 def _run(args: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "vlmrl", "train", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vlmrl", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kw,
+    )
 
 
 def test_resume_after_sigkill_continues_exactly(tiny_dir, tmp_path, plugin):

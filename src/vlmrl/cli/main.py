@@ -143,13 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     if config and "=" in config and not Path(config).exists():
         # `vlmrl train a.b=1` with no config file: the first word is an override.
         args.overrides, args.config = [config, *args.overrides], None
-    from vlmrl.config import ConfigError
-    from vlmrl.data import DatasetError
-
     try:
         args.fn(args)
-    except (ConfigError, DatasetError, FileNotFoundError) as e:
-        print(f"vlmrl {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as e:
+        # ConfigError, DatasetError and UnknownRewardError are among these: their messages name the
+        # key / file / row, so one line is the whole story. Set VLMRL_DEBUG=1 for the traceback.
+        if os.environ.get("VLMRL_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"vlmrl {args.command}: error: {msg}", file=sys.stderr)
         return 2
     return 0
 
