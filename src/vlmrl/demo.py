@@ -1,10 +1,15 @@
 """``vlmrl demo``: the whole loop offline on a CPU, from nothing to a measured improvement.
 
 1. build the tiny Qwen2.5-VL (``make_tiny``) and save it;
-2. SFT warm-start on 96 labelled counting images (few labels: it memorises more than it
-   generalises, which leaves room for RL — shared/FACTS.md);
-3. GRPO on fresh images with the exact-answer reward;
-4. evaluate on a held-out split before and after, print a table, write plots.
+2. SFT warm-start on 96 labelled counting images (red circles among blue distractors);
+3. GRPO on fresh images of a shifted distribution (green / yellow distractors, never seen in
+   SFT) with only the exact-answer reward;
+4. evaluate on a held-out split of the shifted distribution before and after, print a table,
+   write plots.
+
+Why a shift, not few labels: measured here, this tiny model generalises counting from 96
+labels to 100% held-out (shared/FACTS.md saw 15% with another model), which leaves RL nothing
+to do; on unseen distractor colours the same model drops to ~40%, which RL can fix.
 """
 
 from __future__ import annotations
@@ -76,11 +81,12 @@ def run_demo(out: Path = Path("runs/demo"), quick: bool = False) -> dict:
     }
     (out / "demo_result.json").write_text(json.dumps(result, indent=2))
     table = Table(title=f"held-out accuracy on '{cfg.data.task}' ({cfg.data.eval_size} images, greedy)")
-    for col in ("stage", "accuracy"):
+    for col in ("stage", "SFT distribution", "shifted (GRPO) distribution"):
         table.add_column(col)
-    table.add_row("untrained tiny model", f"{result['accuracy_untrained']:.3f}")
-    table.add_row(f"after SFT ({cfg.sft.train_size} labels)", f"{result['accuracy_sft']:.3f}")
-    table.add_row(f"after GRPO ({cfg.train.steps} steps)", f"{result['accuracy_grpo']:.3f}")
+    table.add_row("untrained tiny model", f"{result['accuracy_untrained']:.3f}", "")
+    table.add_row(f"after SFT ({cfg.sft.train_size} labels)", f"{result['accuracy_sft_in_distribution']:.3f}",
+                  f"{result['accuracy_sft']:.3f}")
+    table.add_row(f"after GRPO ({cfg.train.steps} steps)", "", f"{result['accuracy_grpo']:.3f}")
     console.print(table)
     console.print(f"plots: {', '.join(result['plots'])}; total {result['total_seconds']:.0f} s")
     return result

@@ -55,8 +55,11 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
     m = cfg.model
     policy = load_policy(cfg.sft.init or m.path, m.dtype, m.device, m.attn_implementation)
     out = Path(cfg.sft.out)
-    stream = PromptStream(dataclasses.replace(cfg.data, train_size=cfg.sft.train_size))
-    evals = eval_samples(cfg.data)
+    data = dataclasses.replace(cfg.data, train_size=cfg.sft.train_size)
+    if cfg.sft.task_kwargs is not None:
+        data = dataclasses.replace(data, task_kwargs=cfg.sft.task_kwargs)
+    stream = PromptStream(data)
+    evals = eval_samples(data)  # held-out on the SFT distribution
     from vlmrl.rewards.plugins import reward_from_config
 
     reward_fn = reward_from_config(cfg.reward)

@@ -1,0 +1,64 @@
+"""Images really reach the answer: short SFT of the freshly built tiny model learns visual tasks.
+
+Measured here (2 CPU cores): colour in < 100 steps; counting 1–6 red circles among blue
+distractors from only 96 labelled images in ~400 steps (a sharp drop of the loss between
+steps 300 and 400). A 4-quadrant position task stayed at chance after 400–600 steps in every
+config tried (see the foundation issue's note), so it is not asserted here.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from PIL import Image
+
+from vlmrl.config import load_config
+from vlmrl.data import generate, get_task
+from vlmrl.eval.accuracy import evaluate
+from vlmrl.models import load_policy
+from vlmrl.rewards import build_reward
+from vlmrl.train.sft import run_sft, sft_loss
+
+ACCURACY = build_reward({"accuracy": 1.0})
+
+
+def _blank(samples):
+    out = [copy.copy(s) for s in samples]
+    for s in out:
+        s.images = [Image.new("RGB", im.size, "white") for im in s.images]
+    return out
+
+
+def test_colour_is_learned_and_comes_from_the_image(tiny_dir):
+    torch.manual_seed(0)
+    policy = load_policy(tiny_dir)
+    task = get_task("color")
+    held_out = generate(task, 60, seed=0, split="test")
+    opt = torch.optim.AdamW(policy.model.parameters(), lr=1e-3)
+    for step in range(80):
+        loss = sft_loss(policy, generate(task, 32, seed=1, split="train", start=32 * step), "answer")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    real = evaluate(policy, held_out, "answer", ACCURACY, max_new_tokens=5)["accuracy"]
+    blank = evaluate(policy, _blank(held_out), "answer", ACCURACY, max_new_tokens=5)["accuracy"]
+    assert real >= 0.95
+    assert blank <= 0.5  # three colours: a blank image leaves it at chance-like accuracy
+
+
+@pytest.mark.slow
+def test_counting_generalises_from_96_labels(tiny_dir, tmp_path):
+    cfg = load_config(overrides=[
+        f"sft.init={tiny_dir}", f"sft.out={tmp_path / 'sft'}", "sft.steps=420", "sft.train_size=96",
+        "sft.batch_size=32", "sft.lr=1e-3", "data.task=count",
+        "data.task_kwargs={max_count: 6, distractors: 3}", "data.eval_size=60", "eval.max_new_tokens=6",
+        "reward.weights={accuracy: 1.0}", "log.tensorboard=false",
+    ])
+    result = run_sft(cfg)
+    assert result["accuracy_before"] <= 0.2
+    assert result["accuracy_after"] >= 0.8  # six classes: chance is 1/6
+    policy = load_policy(tmp_path / "sft")
+    held_out = generate(get_task("count", max_count=6, distractors=3), 60, seed=0, split="test")
+    assert evaluate(policy, _blank(held_out), "answer", ACCURACY, max_new_tokens=6)["accuracy"] <= 0.3
