@@ -4,7 +4,7 @@ Per task: build the tiny model, SFT on a few labelled images (one checkpoint per
 GRPO from that checkpoint with several seeds (sampling, data order and procedural content all
 change with the seed) and evaluate on the same held-out split before and after.
 
-    .venv/bin/python bench/grpo_learning.py --tasks count_shift --seeds 0 1 2 --out bench/results/grpo_learning
+    .venv/bin/python bench/grpo_learning.py --tasks count_shift --seeds 0 1 2
 
 Writes ``OUT.json`` (every number) and ``OUT.md`` (the table), plus a plot ``OUT.png``.
 """
