@@ -173,7 +173,7 @@ class SFTConfig:
     lr: float = 1e-3
     """AdamW learning rate."""
     task_kwargs: dict[str, Any] | None = None
-    """Task knobs for SFT data when they differ from ``data.task_kwargs`` (an easier or shifted distribution)."""
+    """SFT task knobs when they differ from ``data.task_kwargs`` (an easier or shifted distribution)."""
     train_size: int | None = None
     """Distinct labelled samples SFT may see (None: a fresh one every time). Few labels leave room for RL."""
     out: str = "runs/sft-model"
