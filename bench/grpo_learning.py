@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -91,7 +92,7 @@ def write_report(results: list[dict], out: Path, command: str) -> None:
     meta = {
         "command": command,
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"{__import__('os').cpu_count()} cores",
+        f"{os.cpu_count()} cores",
         "python": platform.python_version(),
     }
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))

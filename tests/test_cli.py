@@ -43,3 +43,16 @@ def test_make_tiny_then_eval(tmp_path, capsys):
         == 0
     )
     assert '"accuracy"' in capsys.readouterr().out
+
+
+def test_demo_quick_runs_end_to_end(tmp_path, capsys):
+    """`vlmrl demo --quick`: every stage of `make demo` on a smoke budget, offline."""
+    import json
+
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    result = json.loads((tmp_path / "demo" / "demo_result.json").read_text())
+    for key in ("accuracy_untrained", "accuracy_sft", "accuracy_grpo"):
+        assert 0.0 <= result[key] <= 1.0
+    assert any(p.endswith("accuracy.png") for p in result["plots"])
+    assert (tmp_path / "demo" / "grpo" / "checkpoints").exists()
+    assert "held-out accuracy" in capsys.readouterr().out

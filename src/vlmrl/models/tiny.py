@@ -11,6 +11,7 @@ Sizes come from measurement (shared/FACTS.md), not taste:
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -132,5 +133,5 @@ def make_tiny(out_dir: str | Path, cfg: TinyConfig | None = None) -> Path:
     model = build_tiny_model(cfg, processor.tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "tiny_config.json").write_text(__import__("json").dumps(asdict(cfg), indent=2))
+    (out / "tiny_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     return out

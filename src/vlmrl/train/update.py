@@ -39,7 +39,7 @@ def _loss_kwargs(spec: UpdateSpec, tokens, seqs) -> dict:
         "norm_const": float(spec.max_new_tokens),
         "global_tokens": tokens,
         "global_seqs": seqs,
-        **({"dual_clip_c": a.dual_clip_c} if a.loss == "dual_clip" else {}),
+        "dual_clip_c": a.dual_clip_c,
     }
 
 
