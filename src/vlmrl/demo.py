@@ -72,6 +72,7 @@ def run_demo(out: Path = Path("runs/demo"), quick: bool = False) -> dict:
         "task": cfg.data.task,
         "eval_size": cfg.data.eval_size,
         "accuracy_untrained": sft["accuracy_before"],
+        "accuracy_sft_in_distribution": sft["accuracy_after"],
         "accuracy_sft": evals[0]["eval/accuracy"],
         "accuracy_grpo": evals[-1]["eval/accuracy"],
         "best_grpo": max(e["eval/accuracy"] for e in evals),
