@@ -165,3 +165,52 @@ def test_resume_after_sigkill_continues_exactly(tiny_dir, tmp_path, plugin):
     for step in range(3, 7):
         for k in keys:
             assert got_rows[step][k] == pytest.approx(ref_rows[step][k], abs=1e-5), (step, k)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["algo.kl_coef=0.1", "algo.kl_estimator=k3"],
+        ["algo.kl_coef=0.1", "algo.kl_placement=reward", "algo.kl_estimator=k1"],
+        ["algo.advantage=rloo", "algo.loss=dual_clip"],
+        ["algo.advantage=drgrpo", "algo.loss_agg=seq_mean_token_sum_norm"],
+        ["algo.advantage=reinforce_pp", "algo.loss=gspo", "algo.clip_low=3e-4", "algo.clip_high=4e-4"],
+        ["algo.dynamic_sampling=true", "algo.overlong_penalty=0.5", "rollout.mask_truncated=true"],
+        ["train.epochs=2", "train.minibatches=2", "algo.clip_high=0.28", "algo.entropy_coef=0.01"],
+        ["vision.train=projector_only", "vision.lr_scale=0.1"],
+        ["vision.train=lora"],
+    ],
+    ids=[
+        "kl-loss",
+        "kl-reward",
+        "rloo-dualclip",
+        "drgrpo",
+        "reinforcepp-gspo",
+        "dapo",
+        "ppo-epochs",
+        "projector",
+        "lora",
+    ],
+)
+def test_variants_run_one_step(tiny_dir, tmp_path, plugin, extra):
+    cfg = load_config(overrides=_overrides(tiny_dir, tmp_path, plugin, "train.steps=1", *extra))
+    trainer = GRPOTrainer(cfg)
+    metrics = trainer.train_step()
+    numbers = [v for v in metrics.values() if isinstance(v, float)]
+    assert all(torch.isfinite(torch.tensor(v)) for v in numbers)
+    if cfg.algo.kl_coef > 0:
+        # the rollouts were sampled before the update, when policy == reference
+        assert abs(metrics["actor/kl_ref"]) < 1e-4
+        assert trainer.ref is not None
+    else:
+        assert trainer.ref is None  # no reference model when β = 0
+    if cfg.train.epochs * cfg.train.minibatches > 1:
+        assert metrics["actor/optimizer_steps"] == cfg.train.epochs * cfg.train.minibatches
+    if cfg.vision.train in ("projector_only", "lora"):
+        trainable_vision = [
+            n
+            for n, p in trainer.policy.model.named_parameters()
+            if p.requires_grad and n.startswith("model.visual.")
+        ]
+        marker = "merger" if cfg.vision.train == "projector_only" else "lora_"
+        assert trainable_vision and all(marker in n for n in trainable_vision)
