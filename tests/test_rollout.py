@@ -116,3 +116,22 @@ def test_stop_token_ends_the_completion_and_is_trained(tiny_policy):
     assert batch.completion_lengths.tolist() == [2, 5, 1]
     assert batch.completion_mask.tolist()[0] == [1, 1, 0, 0, 0]
     assert batch.finish_reasons == ["stop", "length", "stop"]
+
+
+def test_select_and_concat_keep_logprobs(tiny_policy):
+    """DAPO refill regroups prompts from several rounds: log-probs must not change."""
+    from vlmrl.rollout.batch import concat_batches, select_prompts
+
+    _, batch = _sample(tiny_policy)
+    merged = concat_batches(
+        [select_prompts(batch, [2]), select_prompts(batch, [0, 1])], tiny_policy.tokenizer.pad_token_id
+    )
+    order = torch.cat([(batch.prompt_index == p).nonzero().flatten() for p in (2, 0, 1)])
+    assert torch.equal(merged.completion_ids, batch.completion_ids[order])
+    assert merged.prompt_index.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    with torch.no_grad():
+        model = tiny_policy.model.eval()
+        inp, _ = training_inputs(merged, list(range(merged.size)))
+        lp, _ = completion_logprobs(model, inp, merged.completion_ids, 0.9)
+    diff = ((lp - batch.sampler_logprobs[order]).abs() * merged.completion_mask).max().item()
+    assert diff < 1e-3

@@ -204,6 +204,9 @@ def test_variants_run_one_step(tiny_dir, tmp_path, plugin, extra):
         assert trainer.ref is not None
     else:
         assert trainer.ref is None  # no reference model when β = 0
+    if cfg.algo.dynamic_sampling:
+        assert 0 < metrics["rollout/kept_groups"] <= 1
+        assert 1 <= metrics["rollout/generation_rounds"] <= cfg.algo.dynamic_sampling_max_rounds
     if cfg.train.epochs * cfg.train.minibatches > 1:
         assert metrics["actor/optimizer_steps"] == cfg.train.epochs * cfg.train.minibatches
     if cfg.vision.train in ("projector_only", "lora"):

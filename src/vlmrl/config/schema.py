@@ -95,7 +95,9 @@ class AlgoConfig:
     entropy_coef: float = 0.0
     """Bonus on mean token entropy (0: logged only)."""
     dynamic_sampling: bool = False
-    """DAPO: drop groups whose rewards are all equal (zero advantage) before the update."""
+    """DAPO: drop groups whose rewards are all equal (zero advantage) and refill with fresh prompts."""
+    dynamic_sampling_max_rounds: int = 3
+    """Generation rounds per step at most when refilling (the batch may end up smaller)."""
     overlong_penalty: float = 0.0
     """Reward subtracted from completions truncated at max_new_tokens."""
 

@@ -153,3 +153,67 @@ def batch_from_completions(
     return RolloutBatch(
         prompt_inputs, index, ids, mask, torch.zeros_like(mask), lengths, ["stop"] * len(completions)
     )
+
+
+def select_prompts(batch: RolloutBatch, prompts: list[int]) -> RolloutBatch:
+    """The rollouts of the chosen prompts (groups), as a batch of its own (prompts renumbered 0..k-1)."""
+    pi = batch.prompt_inputs
+    n_prompts = pi["input_ids"].shape[0]
+    sel = torch.tensor(prompts, dtype=torch.long)
+    out: dict[str, torch.Tensor] = {}
+    for key, val in pi.items():
+        if key not in IMAGE_KEYS and val.shape[0] == n_prompts:
+            out[key] = val[sel]
+    if "pixel_values" in pi:
+        pix, grids = _image_rows(pi)
+        out["pixel_values"] = torch.cat([pi["pixel_values"][pix[p]] for p in prompts], dim=0)
+        out["image_grid_thw"] = torch.cat([pi["image_grid_thw"][grids[p]] for p in prompts], dim=0)
+    rows = torch.cat([(batch.prompt_index == p).nonzero().flatten() for p in prompts])
+    renumber = {p: i for i, p in enumerate(prompts)}
+    return RolloutBatch(
+        prompt_inputs=out,
+        prompt_index=torch.tensor([renumber[int(p)] for p in batch.prompt_index[rows]], dtype=torch.long),
+        completion_ids=batch.completion_ids[rows],
+        completion_mask=batch.completion_mask[rows],
+        sampler_logprobs=batch.sampler_logprobs[rows],
+        completion_lengths=batch.completion_lengths[rows],
+        finish_reasons=[batch.finish_reasons[i] for i in rows.tolist()],
+        texts=[batch.texts[i] for i in rows.tolist()] if batch.texts else [],
+    )
+
+
+def _pad_to(x: torch.Tensor, width: int, value: int | float, left: bool) -> torch.Tensor:
+    extra = width - x.shape[1]
+    if extra <= 0:
+        return x
+    pad = torch.full((x.shape[0], extra, *x.shape[2:]), value, dtype=x.dtype)
+    return torch.cat([pad, x] if left else [x, pad], dim=1)
+
+
+def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
+    """One batch from several (e.g. DAPO refill rounds): prompts left-padded, completions right-padded."""
+    p_len = max(b.prompt_inputs["input_ids"].shape[1] for b in batches)
+    c_len = max(b.completion_ids.shape[1] for b in batches)
+    keys = batches[0].prompt_inputs.keys()
+    prompt_inputs: dict[str, torch.Tensor] = {}
+    for key in keys:
+        vals = [b.prompt_inputs[key] for b in batches]
+        if key in IMAGE_KEYS or key == "images_per_prompt":
+            prompt_inputs[key] = torch.cat(vals, dim=0)
+        else:
+            value = pad_id if key == "input_ids" else 0
+            prompt_inputs[key] = torch.cat([_pad_to(v, p_len, value, left=True) for v in vals], dim=0)
+    index, total = [], 0
+    for b in batches:
+        index.append(b.prompt_index + total)
+        total += b.prompt_inputs["input_ids"].shape[0]
+    return RolloutBatch(
+        prompt_inputs=prompt_inputs,
+        prompt_index=torch.cat(index),
+        completion_ids=torch.cat([_pad_to(b.completion_ids, c_len, pad_id, left=False) for b in batches]),
+        completion_mask=torch.cat([_pad_to(b.completion_mask, c_len, 0.0, left=False) for b in batches]),
+        sampler_logprobs=torch.cat([_pad_to(b.sampler_logprobs, c_len, 0.0, left=False) for b in batches]),
+        completion_lengths=torch.cat([b.completion_lengths for b in batches]),
+        finish_reasons=[r for b in batches for r in b.finish_reasons],
+        texts=[t for b in batches for t in b.texts],
+    )

@@ -30,7 +30,7 @@ from vlmrl.eval.accuracy import evaluate
 from vlmrl.models import load_policy
 from vlmrl.models.vision import apply_vision_policy
 from vlmrl.rewards.plugins import reward_from_config
-from vlmrl.rollout.batch import encode_prompts
+from vlmrl.rollout.batch import RolloutBatch, concat_batches, encode_prompts, select_prompts
 from vlmrl.rollout.hf_engine import HFEngine
 from vlmrl.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from vlmrl.train.metrics import MetricsLogger
@@ -100,21 +100,59 @@ class GRPOTrainer:
             f"reward/{k}": float(np.mean(v)) for k, v in parts.items()
         }
 
-    def train_step(self) -> dict[str, Any]:
+    def _rollout_round(self, k: int) -> tuple[list[Sample], RolloutBatch, torch.Tensor, dict]:
+        """Sample ``k`` prompts × G completions and score them."""
         cfg = self.cfg
-        t0 = time.perf_counter()
-        samples = self.stream.next(cfg.train.batch_prompts)
+        samples = self.stream.next(k)
         enc = encode_prompts(
             self.policy.processor,
             [build_messages(s, cfg.data.template) for s in samples],
             [s.images for s in samples],
         )
         batch = self.engine.generate(enc, cfg.rollout.n)
-        t_gen = time.perf_counter() - t0
         rewards, metrics = self._score(samples, batch.texts, batch.prompt_index.tolist())
-        truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
         if cfg.algo.overlong_penalty:
+            truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
             rewards = rewards - cfg.algo.overlong_penalty * truncated.float()
+        return samples, batch, rewards, metrics
+
+    def _collect(self) -> tuple[list[Sample], RolloutBatch, torch.Tensor, dict]:
+        """One step's rollouts; with DAPO dynamic sampling, only groups whose rewards differ,
+        refilled with fresh prompts for up to ``algo.dynamic_sampling_max_rounds`` rounds."""
+        cfg = self.cfg
+        b = cfg.train.batch_prompts
+        samples, batch, rewards, metrics = self._rollout_round(b)
+        if not cfg.algo.dynamic_sampling:
+            return samples, batch, rewards, metrics
+        kept: list[tuple[list[Sample], RolloutBatch, torch.Tensor]] = []
+        n_kept, n_seen, rounds = 0, 0, 0
+        while True:
+            rounds += 1
+            n_seen += len(samples)
+            spread = [g for g in range(len(samples)) if float(rewards[batch.prompt_index == g].std()) > 0]
+            spread = spread[: b - n_kept]
+            if spread:
+                rows = torch.cat([(batch.prompt_index == g).nonzero().flatten() for g in spread])
+                kept.append(([samples[g] for g in spread], select_prompts(batch, spread), rewards[rows]))
+                n_kept += len(spread)
+            if n_kept >= b or rounds >= cfg.algo.dynamic_sampling_max_rounds:
+                break
+            samples, batch, rewards, _ = self._rollout_round(b)
+        metrics["rollout/kept_groups"] = n_kept / max(n_seen, 1)
+        metrics["rollout/generation_rounds"] = float(rounds)
+        if not kept:  # nothing to learn from this step: an update over zero tokens is skipped
+            batch.completion_mask = torch.zeros_like(batch.completion_mask)
+            return samples, batch, rewards, metrics
+        pad = self.policy.tokenizer.pad_token_id
+        merged = concat_batches([k[1] for k in kept], pad)
+        return [s for k in kept for s in k[0]], merged, torch.cat([k[2] for k in kept]), metrics
+
+    def train_step(self) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        samples, batch, rewards, metrics = self._collect()
+        t_gen = time.perf_counter() - t0
+        truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
         ref_logp = None
         if self.ref is not None:
             ref_logp = reference_logprobs(self.ref, batch, cfg.train.micro_batch, cfg.rollout.temperature)
@@ -125,16 +163,6 @@ class GRPOTrainer:
                 )
                 rewards = rewards - cfg.algo.kl_coef * kl.sum(1)
         adv = compute_advantages(cfg.algo.advantage, rewards, batch.prompt_index)  # [N]
-        if cfg.algo.dynamic_sampling:
-            # DAPO: groups with identical rewards carry no signal; mask them out of the loss.
-            flat = torch.tensor(
-                [
-                    float(rewards[batch.prompt_index == g].std(unbiased=False)) == 0.0
-                    for g in range(len(samples))
-                ]
-            )
-            batch.completion_mask = batch.completion_mask * (~flat[batch.prompt_index]).float().unsqueeze(1)
-            metrics["rollout/kept_groups"] = float((~flat).float().mean())
         adv_tok = broadcast_advantages(adv, batch.completion_mask)  # [N, C]
         set_lr(
             self.optimizer, lr_factor(self.step, cfg.train.steps, cfg.train.warmup_steps, cfg.train.schedule)
