@@ -28,12 +28,23 @@ from vlmrl.train.sft import run_sft
 #: Per-setting overrides on top of the demo config (vlmrl/configs/demo.yaml).
 #: ``count_shift``: SFT on blue distractors, GRPO and evaluation on unseen green/yellow ones.
 #: ``count_few_labels``: SFT on 16 labelled images of the GRPO distribution (FACTS.md's recipe).
+#: ``position_shift``: SFT on where a BLUE circle is (fresh labels, 700 steps: 100% held-out);
+#: GRPO and evaluation on RED circles, which that model places right ~40% of the time.
 TASKS: dict[str, list[str]] = {
     "count_shift": [],
     "count_few_labels": [
         "sft.task_kwargs={max_count: 6, distractors: 3, distractor_colors: [blue]}",
         "data.task_kwargs={max_count: 6, distractors: 3, distractor_colors: [blue]}",
         "sft.train_size=16",
+    ],
+    "position_shift": [
+        "data.task=position",
+        "data.task_kwargs={color: red}",
+        "sft.task_kwargs={color: blue}",
+        "sft.train_size=null",
+        "sft.steps=700",
+        "rollout.max_new_tokens=8",
+        "eval.max_new_tokens=8",
     ],
 }
 

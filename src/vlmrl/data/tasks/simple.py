@@ -52,16 +52,28 @@ QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 class PositionTask(TaskGenerator):
     """One circle in one quadrant: answer ``top-left|top-right|bottom-left|bottom-right``.
 
-    ``classes=2`` asks only ``left|right`` (the circle may then sit at any height).
+    ``classes=2`` asks only ``left|right`` (the circle may then sit at any height). ``radius`` is
+    the circle's radius range as fractions of the image side (a distribution-shift knob: a model
+    trained on big circles may miss small ones).
     """
 
     name = "position"
     answer_type = "text"
 
-    def __init__(self, size: int = 112, classes: int = 4, color: str = "blue") -> None:
+    def __init__(
+        self,
+        size: int = 112,
+        classes: int = 4,
+        color: str = "blue",
+        radius: tuple[float, float] = (0.09, 0.15),
+    ) -> None:
         super().__init__(size)
         if classes not in (2, 4):
             raise ValueError(f"task 'position': knob 'classes' must be 2 or 4, got {classes}")
+        lo, hi = (float(x) for x in radius)
+        if not 0.02 <= lo <= hi <= 0.2:
+            raise ValueError(f"task 'position': knob 'radius' must satisfy 0.02 <= lo <= hi <= 0.2, got {radius}")
+        self.radius = (lo, hi)
         self.classes = classes
         self.color = check_colors(self.name, "color", (color,))[0]
 
@@ -72,7 +84,7 @@ class PositionTask(TaskGenerator):
     def sample(self, rng: random.Random, index: int, split: str) -> Sample:
         answer = rng.choice(self.answers())
         half, gap = self.size // 2, max(3, self.size // 28)  # keep the circle clear of the midlines
-        r = rng.randint(int(self.size * 0.09), int(self.size * 0.15))
+        r = rng.randint(max(2, int(self.size * self.radius[0])), max(2, int(self.size * self.radius[1])))
         lo, hi = r + gap, half - r - gap  # centre range inside one half
         cx = rng.randint(lo, hi) + (half if "right" in answer else 0)
         if self.classes == 2:
