@@ -102,8 +102,7 @@ def write_report(results: list[dict], out: Path, command: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "command": command,
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"{os.cpu_count()} cores",
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores",
         "python": platform.python_version(),
     }
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))

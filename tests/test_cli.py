@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 
 from vlmrl.cli.main import main
@@ -55,4 +57,6 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
         assert 0.0 <= result[key] <= 1.0
     assert any(p.endswith("accuracy.png") for p in result["plots"])
     assert (tmp_path / "demo" / "grpo" / "checkpoints").exists()
+    assert result["report"] == str(tmp_path / "demo" / "grpo" / "report.html")
+    assert Path(result["report"]).is_file()
     assert "held-out accuracy" in capsys.readouterr().out

@@ -110,7 +110,7 @@ def test_micro_batch_invariance(tiny_dir, tmp_path, plugin):
         trainer.policy.processor, [build_messages(s, "answer") for s in samples], [s.images for s in samples]
     )
     batch = trainer.engine.generate(enc, 4)
-    rewards, _ = trainer._score(samples, batch.texts, batch.prompt_index.tolist())
+    rewards = trainer._score(samples, batch.texts, batch.prompt_index.tolist())[0]
     adv = broadcast_advantages(compute_advantages("grpo", rewards, batch.prompt_index), batch.completion_mask)
     model = trainer.policy.model
     start = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -5,7 +5,7 @@
 3. GRPO on fresh images of a shifted distribution (green / yellow distractors, never seen in
    SFT) with only the exact-answer reward;
 4. evaluate on a held-out split of the shifted distribution before and after, print a table,
-   write plots.
+   write plots and the run's ``report.html``.
 
 Why a shift, not few labels: measured here, this tiny model generalises counting from 96
 labels to 100% held-out (shared/FACTS.md saw 15% with another model), which leaves RL nothing
@@ -79,15 +79,21 @@ def run_demo(out: Path = Path("runs/demo"), quick: bool = False) -> dict:
         "sft_seconds": sft["seconds"],
         "total_seconds": time.perf_counter() - t0,
         "plots": [str(p) for p in plots],
+        "report": str(trainer.report_path) if trainer.report_path else None,
     }
     (out / "demo_result.json").write_text(json.dumps(result, indent=2))
     table = Table(title=f"held-out accuracy on '{cfg.data.task}' ({cfg.data.eval_size} images, greedy)")
     for col in ("stage", "SFT distribution", "shifted (GRPO) distribution"):
         table.add_column(col)
     table.add_row("untrained tiny model", f"{result['accuracy_untrained']:.3f}", "")
-    table.add_row(f"after SFT ({cfg.sft.train_size} labels)", f"{result['accuracy_sft_in_distribution']:.3f}",
-                  f"{result['accuracy_sft']:.3f}")
+    table.add_row(
+        f"after SFT ({cfg.sft.train_size} labels)",
+        f"{result['accuracy_sft_in_distribution']:.3f}",
+        f"{result['accuracy_sft']:.3f}",
+    )
     table.add_row(f"after GRPO ({cfg.train.steps} steps)", "", f"{result['accuracy_grpo']:.3f}")
     console.print(table)
     console.print(f"plots: {', '.join(result['plots'])}; total {result['total_seconds']:.0f} s")
+    if trainer.report_path:
+        console.print(f"report (open in a browser, or rebuild with `vlmrl view`): {trainer.report_path}")
     return result

@@ -71,22 +71,40 @@ def _cmd_eval(args) -> None:
     import json
 
     from vlmrl.config import load_config
-    from vlmrl.eval.accuracy import evaluate
+    from vlmrl.eval.blind import format_blind_table
+    from vlmrl.eval.diagnostics import eval_report
+    from vlmrl.eval.pope import format_pope_table
     from vlmrl.models import load_policy
     from vlmrl.rewards.plugins import reward_from_config
     from vlmrl.train.stream import eval_samples
 
     cfg = load_config(args.config, args.overrides)
-    policy = load_policy(args.model or cfg.model.path, cfg.model.dtype, cfg.model.device)
-    res = evaluate(
-        policy,
-        eval_samples(cfg.data),
-        cfg.data.template,
-        reward_from_config(cfg.reward),
-        cfg.eval.max_new_tokens,
-        cfg.eval.batch_size,
-    )
-    print(json.dumps(res, indent=2))
+    model = args.model or cfg.model.path
+    policy = load_policy(model, cfg.model.dtype, cfg.model.device)
+    samples = eval_samples(cfg.data)
+    res = eval_report(policy, samples, cfg, reward_from_config(cfg.reward), args.blind, args.pope)
+    print(json.dumps(res["accuracy"], indent=2))
+    if "blind" in res:
+        print(f"\naccuracy by image condition (greedy, {len(samples)} held-out prompts)")
+        print(format_blind_table(res["blind"]))
+    if "pope" in res:
+        print(f"\nPOPE hallucination probes ({args.pope} per mode; positive class: yes)")
+        print(format_pope_table(res["pope"]))
+    out = Path(args.out) if args.out else (Path(model) if Path(model).is_dir() else Path(".")) / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": str(model), **res}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def _cmd_view(args) -> None:
+    import webbrowser
+
+    from vlmrl.eval.report import write_report
+
+    path = write_report(Path(args.run))
+    print(path)
+    if args.open:
+        webbrowser.open(path.resolve().as_uri())
 
 
 def _cmd_demo(args) -> None:
@@ -119,10 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--out", default="data.parquet", help="output file (parquet for synth, PNG for grid)")
     da.set_defaults(fn=_cmd_data)
 
+    v = sub.add_parser("view", help="(re)build RUN/report.html (curves, summary, rollouts); print its path")
+    v.add_argument("run", help="run directory (holds metrics.jsonl)")
+    v.add_argument("--open", action="store_true", help="also open the report in a web browser")
+    v.set_defaults(fn=_cmd_view)
+
     for name, fn, help_ in (
         ("sft", _cmd_sft, "supervised warm-start on formatted gold answers"),
         ("train", _cmd_train, "GRPO training from a YAML config"),
-        ("eval", _cmd_eval, "held-out accuracy of a model"),
+        ("eval", _cmd_eval, "held-out accuracy of a model; --blind: blind gap; --pope N: hallucination"),
     ):
         c = sub.add_parser(name, help=help_)
         c.add_argument("config", nargs="?", default=None, help="YAML config (defaults if omitted)")
@@ -133,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "eval":
             c.add_argument("--model", default=None, help="model directory (default: model.path)")
+            c.add_argument(
+                "--blind", action="store_true", help="also blank / noise / shuffled images: the blind gap"
+            )
+            c.add_argument("--pope", type=int, default=0, metavar="N", help="N POPE probes per mode (0: off)")
+            c.add_argument("--out", default=None, help="results file (default: MODEL_DIR/eval.json)")
         c.set_defaults(fn=fn)
     return p
 

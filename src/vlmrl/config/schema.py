@@ -13,6 +13,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.loss_agg": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"),
     "algo.kl_estimator": ("k1", "k2", "k3"),
     "algo.kl_placement": ("loss", "reward"),
+    "algo.credit": ("scalar", "segment"),
     "train.schedule": ("constant", "cosine"),
     "vision.train": ("full", "frozen", "lora", "projector_only"),
 }
@@ -56,6 +57,10 @@ class VisionConfig:
     """What the vision tower does during RL: full | frozen | lora | projector_only."""
     lr_scale: float = 1.0
     """Learning-rate multiplier for vision-tower parameters."""
+    drift_warn: float = 0.1
+    """Warn (and log ``vision/drift_alert = 1``) when 1 − cos_sim of tower features vs. the start > this."""
+    anchor_coef: float = 0.0
+    """Feature-anchor loss: coef × mean(1 − cos(tower features, frozen start-of-run tower's)); 0: off."""
 
 
 @dataclass
@@ -100,6 +105,10 @@ class AlgoConfig:
     """Generation rounds per step at most when refilling (the batch may end up smaller)."""
     overlong_penalty: float = 0.0
     """Reward subtracted from completions truncated at max_new_tokens."""
+    credit: str = "scalar"
+    """scalar (one advantage per response) | segment (<look> tokens: perception advantage; rest: outcome)."""
+    sr1_check: bool = False
+    """Vision-SR1: re-ask text-only with the model's own <look> text (greedy); reward part ``sr1``."""
 
 
 @dataclass
@@ -148,6 +157,12 @@ class EvalConfig:
     """Greedy decoding length cap at evaluation."""
     batch_size: int = 50
     """Prompts per generate call at evaluation."""
+    blind: bool = False
+    """Also evaluate with blank / noise / shuffled images: ``eval/blind/<cond>``, ``eval/blind_gap``."""
+    drift: bool = True
+    """Log vision-tower drift vs. the initial model (``vision/cos_sim``, ``cka``, ``weight_change``)."""
+    pope_size: int = 0
+    """POPE yes/no hallucination probes per mode (random, popular, adversarial) at each eval (0: off)."""
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Importing this package registers every built-in reward; ``get_reward(name)`` or
 ``build_reward({"accuracy": 0.9, "format": 0.1})`` then picks them for a config.
 Registered names: ``format``, ``format_answer_only``, ``math``, ``number``, ``choice``,
-``yesno``, ``text``, ``iou``, ``iou_1000``, ``auto`` (alias ``accuracy``).
+``yesno``, ``text``, ``iou``, ``iou_1000``, ``auto`` (alias ``accuracy``), ``perception`` (the
+``<look>`` span against the scene's objects), ``sr1`` (filled in by the trainer's Vision-SR1 check).
 """
 
 from vlmrl.rewards.accuracy import (
@@ -22,7 +23,9 @@ from vlmrl.rewards.format import format_answer_only_reward, format_reward
 from vlmrl.rewards.math_reward import math_equal, math_reward
 from vlmrl.rewards.numeric import numbers_close, parse_number
 from vlmrl.rewards.parse import extract_answer, last_boxed, normalize_text
+from vlmrl.rewards.perception import look_span, parse_mentions, perception_reward, perception_scores
 from vlmrl.rewards.registry import RewardFn, UnknownRewardError, get_reward, register_reward, reward_names
+from vlmrl.rewards.sr1 import sr1_placeholder_reward
 from vlmrl.rewards.timeout import RewardTimeout, call_with_timeout
 from vlmrl.rewards.types import RewardBreakdown
 
@@ -47,6 +50,7 @@ __all__ = [
     "iou_reward",
     "iou_score",
     "last_boxed",
+    "look_span",
     "math_equal",
     "math_reward",
     "normalize_text",
@@ -54,10 +58,14 @@ __all__ = [
     "numbers_close",
     "parse_box",
     "parse_choice",
+    "parse_mentions",
     "parse_number",
     "parse_yesno",
+    "perception_reward",
+    "perception_scores",
     "register_reward",
     "reward_names",
+    "sr1_placeholder_reward",
     "text_reward",
     "yesno_reward",
 ]

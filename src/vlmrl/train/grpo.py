@@ -11,11 +11,16 @@ The variant implemented by default (``algo`` defaults), and how it departs from 
   default β is 0 (as DAPO / Dr.GRPO): then no reference model is loaded at all;
 - one update per rollout batch by default (fully on-policy: the ratio is exactly 1 and the clip
   is inactive); ``train.epochs`` / ``train.minibatches`` make it off-policy like PPO;
-- vision special tokens are banned in sampling and completions are validated (shared/FACTS.md).
+- vision special tokens are banned in sampling and completions are validated (shared/FACTS.md);
+- options for perception (off by default): ``algo.credit: segment`` gives the ``<look>`` span's
+  tokens the perception reward's advantage and the rest the outcome's (``train/credit.py``);
+  ``algo.sr1_check`` re-asks text-only from the model's own description (``train/sr1.py``);
+  ``vision.anchor_coef`` anchors the tower's features to the start of training (``train/anchor.py``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -23,22 +28,31 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmrl.algos import broadcast_advantages, compute_advantages, kl_penalty
+from vlmrl.algos import kl_penalty
 from vlmrl.config import TrainConfig, config_to_dict, save_config
 from vlmrl.data import Sample, build_messages
 from vlmrl.eval.accuracy import evaluate
+from vlmrl.eval.diagnostics import training_diagnostics
+from vlmrl.eval.drift import build_drift_monitor
+from vlmrl.eval.report import write_report
 from vlmrl.models import load_policy
 from vlmrl.models.vision import apply_vision_policy
 from vlmrl.rewards.plugins import reward_from_config
+from vlmrl.rewards.sr1 import SR1
 from vlmrl.rollout.batch import RolloutBatch, concat_batches, encode_prompts, select_prompts
 from vlmrl.rollout.hf_engine import HFEngine
+from vlmrl.train.anchor import build_anchor
 from vlmrl.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from vlmrl.train.credit import check_credit, concat_parts, stack_parts, token_advantages
 from vlmrl.train.metrics import MetricsLogger
 from vlmrl.train.optim import build_optimizer, lr_factor, set_lr
 from vlmrl.train.rollout_log import write_rollouts
 from vlmrl.train.seeding import seed_everything
+from vlmrl.train.sr1 import apply_sr1
 from vlmrl.train.stream import PromptStream, eval_samples
 from vlmrl.train.update import UpdateSpec, policy_update, reference_logprobs
+
+log = logging.getLogger(__name__)
 
 
 class GRPOTrainer:
@@ -73,35 +87,50 @@ class GRPOTrainer:
             cfg.rollout.mask_truncated,
         )
         self.reward_fn = reward_from_config(cfg.reward)
+        check_credit(cfg.algo.credit, cfg.reward.weights)
+        if SR1 in cfg.reward.weights and not cfg.algo.sr1_check:
+            raise ValueError(
+                f"reward.weights has {SR1!r} but algo.sr1_check is false: that reward would stay 0"
+            )
+        self.anchor = build_anchor(cfg, self.policy.model, self.ref, ckpt is not None)  # before any update
         self.optimizer = build_optimizer(self.policy.model, cfg.train, cfg.vision.lr_scale)
         self.spec = UpdateSpec(cfg.algo, cfg.train, cfg.rollout.temperature, cfg.rollout.max_new_tokens)
         self.step = 0
+        self.report_path: Path | None = None
         position = 0
         if ckpt is not None:
             state = load_checkpoint(ckpt, self.optimizer)
             self.step, position = state["step"], state["data_position"]
         self.stream = PromptStream(cfg.data, position)
         self.eval_set = eval_samples(cfg.data)
+        # before any update; a resumed run measures against cfg.model.path (the KL reference is that model)
+        self.drift = build_drift_monitor(self.policy, self.eval_set, cfg, ckpt is not None, self.ref)
         save_config(cfg, self.run_dir / "config.yaml")
         self.logger = MetricsLogger(self.run_dir, cfg.log.tensorboard, cfg.log.wandb, config_to_dict(cfg))
         if ckpt is not None:
             self.logger.truncate_after(self.step)
 
     # ------------------------------------------------------------------ one step
-    def _score(self, samples: list[Sample], texts: list[str], index: list[int]) -> tuple[torch.Tensor, dict]:
+    def _score(
+        self, samples: list[Sample], texts: list[str], index: list[int]
+    ) -> tuple[torch.Tensor, dict, dict[str, torch.Tensor]]:
+        """Totals ``[N]``, mean of each reward part (``reward/…``), and each part per completion ``[N]``."""
         parts: dict[str, list[float]] = {}
-        totals = []
+        totals, each = [], []
         for text, i in zip(texts, index, strict=True):
             rb = self.reward_fn(text, samples[i])
             totals.append(rb.total)
+            each.append(rb.parts)
             for k, v in rb.parts.items():
                 parts.setdefault(k, []).append(v)
-        return torch.tensor(totals, dtype=torch.float32), {
-            f"reward/{k}": float(np.mean(v)) for k, v in parts.items()
-        }
+        return (
+            torch.tensor(totals, dtype=torch.float32),
+            {f"reward/{k}": float(np.mean(v)) for k, v in parts.items()},
+            stack_parts(each),
+        )
 
-    def _rollout_round(self, k: int) -> tuple[list[Sample], RolloutBatch, torch.Tensor, dict]:
-        """Sample ``k`` prompts × G completions and score them."""
+    def _rollout_round(self, k: int) -> tuple[list[Sample], RolloutBatch, torch.Tensor, dict, dict]:
+        """Sample ``k`` prompts × G completions and score them (totals, metrics, parts per completion)."""
         cfg = self.cfg
         samples = self.stream.next(k)
         enc = encode_prompts(
@@ -110,21 +139,34 @@ class GRPOTrainer:
             [s.images for s in samples],
         )
         batch = self.engine.generate(enc, cfg.rollout.n)
-        rewards, metrics = self._score(samples, batch.texts, batch.prompt_index.tolist())
+        rewards, metrics, parts = self._score(samples, batch.texts, batch.prompt_index.tolist())
+        if cfg.algo.sr1_check:  # one greedy text-only pass: answer from the model's own <look> text
+            rewards, parts, sr1_metrics = apply_sr1(
+                self.engine,
+                self.policy.processor,
+                cfg.data.template,
+                samples,
+                batch,
+                rewards,
+                parts,
+                float(cfg.reward.weights.get(SR1, 0.0)),
+                cfg.eval.batch_size,
+            )
+            metrics |= sr1_metrics
         if cfg.algo.overlong_penalty:
             truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
             rewards = rewards - cfg.algo.overlong_penalty * truncated.float()
-        return samples, batch, rewards, metrics
+        return samples, batch, rewards, metrics, parts
 
-    def _collect(self) -> tuple[list[Sample], RolloutBatch, torch.Tensor, dict]:
+    def _collect(self) -> tuple[list[Sample], RolloutBatch, torch.Tensor, dict, dict]:
         """One step's rollouts; with DAPO dynamic sampling, only groups whose rewards differ,
         refilled with fresh prompts for up to ``algo.dynamic_sampling_max_rounds`` rounds."""
         cfg = self.cfg
         b = cfg.train.batch_prompts
-        samples, batch, rewards, metrics = self._rollout_round(b)
+        samples, batch, rewards, metrics, parts = self._rollout_round(b)
         if not cfg.algo.dynamic_sampling:
-            return samples, batch, rewards, metrics
-        kept: list[tuple[list[Sample], RolloutBatch, torch.Tensor]] = []
+            return samples, batch, rewards, metrics, parts
+        kept: list[tuple[list[Sample], RolloutBatch, torch.Tensor, dict]] = []
         n_kept, n_seen, rounds = 0, 0, 0
         while True:
             rounds += 1
@@ -133,24 +175,32 @@ class GRPOTrainer:
             spread = spread[: b - n_kept]
             if spread:
                 rows = torch.cat([(batch.prompt_index == g).nonzero().flatten() for g in spread])
-                kept.append(([samples[g] for g in spread], select_prompts(batch, spread), rewards[rows]))
+                kept.append(
+                    (
+                        [samples[g] for g in spread],
+                        select_prompts(batch, spread),
+                        rewards[rows],
+                        {k: v[rows] for k, v in parts.items()},
+                    )
+                )
                 n_kept += len(spread)
             if n_kept >= b or rounds >= cfg.algo.dynamic_sampling_max_rounds:
                 break
-            samples, batch, rewards, _ = self._rollout_round(b)
+            samples, batch, rewards, _, parts = self._rollout_round(b)
         metrics["rollout/kept_groups"] = n_kept / max(n_seen, 1)
         metrics["rollout/generation_rounds"] = float(rounds)
         if not kept:  # nothing to learn from this step: an update over zero tokens is skipped
             batch.completion_mask = torch.zeros_like(batch.completion_mask)
-            return samples, batch, rewards, metrics
+            return samples, batch, rewards, metrics, parts
         pad = self.policy.tokenizer.pad_token_id
         merged = concat_batches([k[1] for k in kept], pad)
-        return [s for k in kept for s in k[0]], merged, torch.cat([k[2] for k in kept]), metrics
+        merged_parts = concat_parts([k[3] for k in kept], [k[1].size for k in kept])
+        return [s for k in kept for s in k[0]], merged, torch.cat([k[2] for k in kept]), metrics, merged_parts
 
     def train_step(self) -> dict[str, Any]:
         cfg = self.cfg
         t0 = time.perf_counter()
-        samples, batch, rewards, metrics = self._collect()
+        samples, batch, rewards, metrics, parts = self._collect()
         t_gen = time.perf_counter() - t0
         truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
         ref_logp = None
@@ -162,13 +212,24 @@ class GRPOTrainer:
                     * batch.completion_mask
                 )
                 rewards = rewards - cfg.algo.kl_coef * kl.sum(1)
-        adv = compute_advantages(cfg.algo.advantage, rewards, batch.prompt_index)  # [N]
-        adv_tok = broadcast_advantages(adv, batch.completion_mask)  # [N, C]
+        adv_tok, credit_metrics = token_advantages(  # [N, C]; algo.credit: scalar or per <look> segment
+            cfg.algo.credit,
+            cfg.algo.advantage,
+            rewards,
+            parts,
+            cfg.reward.weights,
+            batch,
+            self.policy.tokenizer,
+            batch.texts,
+        )
+        metrics |= credit_metrics
         set_lr(
             self.optimizer, lr_factor(self.step, cfg.train.steps, cfg.train.warmup_steps, cfg.train.schedule)
         )
         t1 = time.perf_counter()
-        metrics |= policy_update(self.policy.model, self.optimizer, batch, adv_tok, self.spec, ref_logp)
+        metrics |= policy_update(
+            self.policy.model, self.optimizer, batch, adv_tok, self.spec, ref_logp, anchor=self.anchor
+        )
         self.step += 1
         lengths = batch.completion_lengths.float()
         metrics |= {
@@ -203,8 +264,12 @@ class GRPOTrainer:
             self.reward_fn,
             self.cfg.eval.max_new_tokens,
             self.cfg.eval.batch_size,
+            return_outputs=True,
         )
-        return {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float))}
+        metrics = {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float))}
+        return metrics | training_diagnostics(
+            self.policy, self.eval_set, self.cfg, self.reward_fn, self.drift, real=res
+        )
 
     def save(self) -> Path:
         state = {"step": self.step, "data_position": self.stream.position}
@@ -215,7 +280,8 @@ class GRPOTrainer:
         return path
 
     def train(self, on_step=None) -> list[dict[str, Any]]:
-        """Run until ``train.steps``; evaluate at start, every ``eval.every`` and at the end."""
+        """Run until ``train.steps``; evaluate at start, every ``eval.every`` and at the end; then
+        write ``report.html`` (a failure there is logged as a warning, never raised)."""
         cfg = self.cfg
         history = []
         if self.step == 0:
@@ -235,6 +301,10 @@ class GRPOTrainer:
             if (cfg.train.save_every and self.step % cfg.train.save_every == 0) or last:
                 self.save()
         self.logger.close()
+        try:
+            self.report_path = write_report(self.run_dir)
+        except Exception as e:  # the report is a convenience: a finished run must not die of it
+            log.warning("report.html not written for %s: %s: %s", self.run_dir, type(e).__name__, e)
         return history
 
 

@@ -14,6 +14,7 @@ import torch
 
 from vlmrl.config import TrainConfig
 from vlmrl.data import Sample, build_messages
+from vlmrl.data.describe import describe_scene
 from vlmrl.eval.accuracy import evaluate
 from vlmrl.models import load_policy
 from vlmrl.rollout.batch import batch_from_completions, completion_logprobs, encode_prompts, training_inputs
@@ -28,8 +29,9 @@ def gold_completion(sample: Sample, template: str) -> str:
     if template == "answer":
         return answer
     think = f"<think>The answer is {sample.answer}.</think>"
-    if template == "look":
-        return f"<look>{sample.facts.get('description', '')}</look>{think}{answer}"
+    if template == "look":  # a dataset's own description wins over the one made from its objects
+        description = sample.facts.get("description") or describe_scene(sample.facts)
+        return f"<look>{description}</look>{think}{answer}"
     return think + answer
 
 

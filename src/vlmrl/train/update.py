@@ -18,6 +18,7 @@ import torch
 from vlmrl.algos import agg_loss, compute_policy_loss, entropy_from_logits, global_counts, kl_penalty
 from vlmrl.config.schema import AlgoConfig, LoopConfig
 from vlmrl.rollout.batch import RolloutBatch, completion_logprobs, training_inputs
+from vlmrl.train.anchor import FeatureAnchor
 
 
 @dataclass
@@ -65,8 +66,13 @@ def policy_update(
     spec: UpdateSpec,
     ref_logp: torch.Tensor | None = None,  # [N, C]
     generator: torch.Generator | None = None,
+    anchor: FeatureAnchor | None = None,
 ) -> dict[str, float]:
-    """Run the update in place; returns means of the loss metrics over optimizer steps."""
+    """Run the update in place; returns means of the loss metrics over optimizer steps.
+
+    ``anchor`` (``vision.anchor_coef > 0``) adds ``coef × L_anchor`` once per optimizer step, over
+    the whole rollout batch's images (see :mod:`vlmrl.train.anchor`); logged as ``vision/anchor_loss``.
+    """
     loop, algo = spec.loop, spec.algo
     on_policy = loop.epochs == 1 and loop.minibatches == 1
     mask = batch.completion_mask  # [N, C]
@@ -123,6 +129,12 @@ def policy_update(
                         else len(rows) / len(mb)
                     )
                     sums[k] = sums.get(k, 0.0) + v * share
+            if anchor is not None:
+                a_loss = anchor.loss(model, batch.prompt_inputs)
+                if a_loss is not None:
+                    if a_loss.requires_grad:  # a frozen tower has nothing to anchor
+                        (anchor.coef * a_loss).backward()
+                    sums["vision/anchor_loss"] = sums.get("vision/anchor_loss", 0.0) + a_loss.item()
             if loop.grad_clip > 0:
                 gnorm = torch.nn.utils.clip_grad_norm_(params, loop.grad_clip)
             else:

@@ -72,7 +72,9 @@ class PositionTask(TaskGenerator):
             raise ValueError(f"task 'position': knob 'classes' must be 2 or 4, got {classes}")
         lo, hi = (float(x) for x in radius)
         if not 0.02 <= lo <= hi <= 0.2:
-            raise ValueError(f"task 'position': knob 'radius' must satisfy 0.02 <= lo <= hi <= 0.2, got {radius}")
+            raise ValueError(
+                f"task 'position': knob 'radius' must satisfy 0.02 <= lo <= hi <= 0.2, got {radius}"
+            )
         self.radius = (lo, hi)
         self.classes = classes
         self.color = check_colors(self.name, "color", (color,))[0]

@@ -1,0 +1,76 @@
+"""The vision diagnostics of one evaluation, composed per config: blind gap, POPE, drift.
+
+``training_diagnostics`` is what ``GRPOTrainer.evaluate`` adds to its accuracy (switched by
+``eval.blind``, ``eval.pope_size``, ``eval.drift``); ``eval_report`` is ``vlmrl eval``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlmrl.data import Sample
+from vlmrl.eval.accuracy import evaluate
+from vlmrl.eval.blind import blind_gap, flatten_blind
+from vlmrl.eval.drift import DriftMonitor
+from vlmrl.eval.pope import flatten_pope, pope_eval
+
+
+def training_diagnostics(
+    policy,
+    samples: list[Sample],
+    cfg,
+    reward_fn,
+    drift: DriftMonitor | None = None,
+    real: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """Logger-ready metrics: ``eval/blind/<cond>``, ``eval/blind_gap``, ``eval/pope/…``, ``vision/…``.
+
+    ``real`` is the eval's ``evaluate(..., return_outputs=True)`` result, reused by the blind gap.
+    """
+    e = cfg.eval
+    out: dict[str, float] = {}
+    if e.blind and samples:
+        res = blind_gap(
+            policy,
+            samples,
+            cfg.data.template,
+            reward_fn,
+            e.max_new_tokens,
+            e.batch_size,
+            seed=cfg.data.seed,
+            real=real,
+        )
+        out |= flatten_blind(res)
+    if e.pope_size > 0:
+        report = pope_eval(
+            policy, e.pope_size, cfg.data.seed, cfg.data.template, e.max_new_tokens, e.batch_size
+        )
+        out |= flatten_pope(report, "eval/pope")
+    if drift is not None:
+        out |= drift.measure()
+    return out
+
+
+def eval_report(
+    policy, samples: list[Sample], cfg, reward_fn, blind: bool = False, pope: int = 0
+) -> dict[str, Any]:
+    """``vlmrl eval``: ``{"accuracy": evaluate(...), "blind": blind_gap(...)?, "pope": report?}``."""
+    e = cfg.eval
+    real = evaluate(policy, samples, cfg.data.template, reward_fn, e.max_new_tokens, e.batch_size, True)
+    out: dict[str, Any] = {"accuracy": {k: v for k, v in real.items() if k != "outputs"}}
+    if blind:
+        out["blind"] = blind_gap(
+            policy,
+            samples,
+            cfg.data.template,
+            reward_fn,
+            e.max_new_tokens,
+            e.batch_size,
+            seed=cfg.data.seed,
+            real=real,
+        )
+    if pope > 0:
+        out["pope"] = pope_eval(
+            policy, pope, cfg.data.seed, cfg.data.template, e.max_new_tokens, e.batch_size
+        )
+    return out

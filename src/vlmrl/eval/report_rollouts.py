@@ -1,0 +1,179 @@
+"""The rollout browser of ``report.html``: ``rollouts/step_N.jsonl`` rendered as escaped HTML.
+
+Completions are untrusted model output: every string goes through ``html.escape`` and image
+references become percent-quoted relative URLs under ``rollouts/``, so neither tags nor
+``javascript:`` URLs survive. The page stays small by a byte budget: steps are rendered newest
+first until ``max_bytes`` of HTML is reached; the rest are named, not shown.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+#: Longest completion shown in full; longer ones are cut with a note (the jsonl keeps all of it).
+MAX_COMPLETION_CHARS = 6000
+
+#: Shown above a span; the tag names themselves are shown as they are.
+_LABELS = {"raw": "no tags", "text": "outside tags"}
+_TAG_RE = re.compile(r"<(/?)(look|think|answer)>")
+_STEP_FILE_RE = re.compile(r"step_(\d+)\.jsonl")
+
+
+def split_completion(text: str) -> list[tuple[str, str]]:
+    """Split a completion into ``(label, text)`` spans in order: ``look`` / ``think`` / ``answer``
+    for each closed tag pair, ``text`` for what lies outside them; ``[("raw", text)]`` when no
+    pair closes. One pass over the tags (an opening tag pairs with the next tag if that is its
+    own closing tag), so it is linear on any input.
+
+    >>> split_completion("<look>3 red</look><answer>3</answer>")
+    [('look', '3 red'), ('answer', '3')]
+    >>> split_completion("no tags")
+    [('raw', 'no tags')]
+    """
+    spans: list[tuple[str, str]] = []
+    done = 0  # end of the last emitted span
+    prev: re.Match[str] | None = None
+    for tag in _TAG_RE.finditer(text):
+        if prev is not None and not prev.group(1) and tag.group(1) and tag.group(2) == prev.group(2):
+            if text[done : prev.start()].strip():
+                spans.append(("text", text[done : prev.start()]))
+            spans.append((prev.group(2), text[prev.end() : tag.start()]))
+            done = tag.end()
+        prev = tag
+    if not spans:
+        return [("raw", text)]
+    if text[done:].strip():
+        spans.append(("text", text[done:]))
+    return spans
+
+
+@dataclass
+class RolloutSection:
+    """The HTML of the rollout browser and what it holds."""
+
+    html: str
+    steps_shown: list[int]
+    steps_omitted: list[int]
+    rows: int
+    bad_lines: int
+
+
+def rollout_files(run_dir: Path) -> list[tuple[int, Path]]:
+    """``rollouts/step_N.jsonl`` files, newest step first."""
+    found = []
+    for p in (Path(run_dir) / "rollouts").glob("step_*.jsonl"):
+        m = _STEP_FILE_RE.fullmatch(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found, reverse=True)
+
+
+def render_rollouts(run_dir: Path, max_rows_per_step: int, max_bytes: int) -> RolloutSection:
+    """One ``<section class="step">`` per logged step, newest first, until ``max_bytes``."""
+    run_dir = Path(run_dir)
+    sections: list[str] = []
+    shown: list[int] = []
+    omitted: list[int] = []
+    size = rows = bad = 0
+    for step, path in rollout_files(run_dir):
+        if size >= max_bytes:
+            omitted.append(step)
+            continue
+        records, n_bad = _read_jsonl(path)
+        bad += n_bad
+        body = "".join(_row(run_dir, r) for r in records[:max_rows_per_step])
+        more = len(records) - max_rows_per_step
+        note = f'<p class="note">{more} more rows in {_e(path.name)} not shown.</p>' if more > 0 else ""
+        part = (
+            f'<section class="step" data-step="{step}"><h3>step {step} '
+            f'<span class="dim">({min(len(records), max_rows_per_step)} rollouts)</span></h3>{note}'
+            f"<table><thead><tr><th>group</th><th>image</th><th>question</th><th>gold</th>"
+            f"<th>completion</th><th>reward</th><th>finish</th></tr></thead><tbody>{body}</tbody></table>"
+            "</section>"
+        )
+        sections.append(part)
+        shown.append(step)
+        rows += min(len(records), max_rows_per_step)
+        size += len(part.encode())
+    return RolloutSection("".join(sections), shown, omitted, rows, bad)
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], int]:
+    out, bad = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            out.append(row)
+        else:
+            bad += 1
+    return out, bad
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(v: object) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{v:.3f}" if math.isfinite(v) else str(v)
+    return _e(v)
+
+
+def _row(run_dir: Path, r: dict) -> str:
+    parts = r.get("reward_parts") if isinstance(r.get("reward_parts"), dict) else {}
+    acc = parts.get("accuracy")
+    acc_attr = "" if not isinstance(acc, (int, float)) else ("1" if acc >= 1 else "0")
+    cls = {"1": " right", "0": " wrong"}.get(acc_attr, "")
+    reward_items = "".join(f"<li>{_e(k)}: {_num(v)}</li>" for k, v in parts.items())
+    return (
+        f'<tr class="row{cls}" data-acc="{acc_attr}">'
+        f"<td>{_e(r.get('group', ''))}</td>"
+        f'<td class="imgs">{_images(run_dir, r.get("images"))}</td>'
+        f'<td class="q"><div class="dim">{_e(r.get("task", ""))} · {_e(r.get("sample_id", ""))}</div>'
+        f"{_e(r.get('problem', ''))}</td>"
+        f'<td class="gold">{_e(r.get("answer", ""))}</td>'
+        f'<td class="comp">{_completion(r.get("completion"))}</td>'
+        f'<td class="rw"><b>{_num(r.get("reward", ""))}</b><ul>{reward_items}</ul></td>'
+        f"<td>{_e(r.get('finish_reason', ''))}</td></tr>"
+    )
+
+
+def _images(run_dir: Path, refs: object) -> str:
+    """``<img>`` per image that exists under ``rollouts/`` (refs are relative to it); a note for
+    refs that are missing or point outside, so the page never shows a broken image."""
+    out = []
+    root = (run_dir / "rollouts").resolve()
+    for ref in refs if isinstance(refs, list) else []:
+        target = (root / str(ref)).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            out.append(f'<span class="dim">missing: {_e(ref)}</span>')
+            continue
+        url = _e(quote("rollouts/" + target.relative_to(root).as_posix()))
+        out.append(f'<a href="{url}"><img src="{url}" alt="prompt image"></a>')
+    return "".join(out)
+
+
+def _completion(text: object) -> str:
+    text = "" if text is None else str(text)
+    cut = ""
+    if len(text) > MAX_COMPLETION_CHARS:
+        cut = f'<div class="dim">… {len(text) - MAX_COMPLETION_CHARS} more characters not shown</div>'
+        text = text[:MAX_COMPLETION_CHARS]
+    spans = "".join(
+        f'<div class="span {label}"><span class="tag">{_LABELS.get(label, label)}</span>'
+        f"<pre>{_e(body)}</pre></div>"
+        for label, body in split_completion(text)
+    )
+    return spans + cut
