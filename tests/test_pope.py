@@ -139,3 +139,11 @@ def test_pope_eval_on_the_tiny_model(tiny_policy):
     assert rep["overall"]["n"] == 6 and all(rep[m]["n"] == 2 for m in ("random", "popular", "adversarial"))
     for m in rep.values():
         assert 0.0 <= m["accuracy"] <= 1.0 - m["unparsed"] + 1e-12  # unparsed answers are never right
+
+
+def test_false_yes_is_the_hallucination_rate_on_absent_objects():
+    # 3 absent-object probes (gold "no"): one answered "yes", one "no", one unparsed -> 1/3;
+    # the present-object probe answered "yes" does not count.
+    m = pope_metrics(["yes", "no", None, "yes"], ["no", "no", "no", "yes"])
+    assert m["false_yes"] == pytest.approx(1 / 3)
+    assert pope_metrics(["yes"], ["yes"])["false_yes"] == 0.0

@@ -43,12 +43,26 @@ def training_diagnostics(
         out |= flatten_blind(res)
     if e.pope_size > 0:
         report = pope_eval(
-            policy, e.pope_size, cfg.data.seed, cfg.data.template, e.max_new_tokens, e.batch_size
+            policy,
+            e.pope_size,
+            cfg.data.seed,
+            cfg.data.template,
+            e.max_new_tokens,
+            e.batch_size,
+            **pope_scene(cfg),
         )
         out |= flatten_pope(report, "eval/pope")
     if drift is not None:
         out |= drift.measure()
     return out
+
+
+def pope_scene(cfg) -> dict[str, Any]:
+    """When training on ``pope`` itself, probe scenes like the training ones (object counts), but
+    always balanced yes/no over every mode: that is what makes the hallucination rate comparable."""
+    if cfg.data.path is None and cfg.data.task == "pope":
+        return {k: v for k, v in cfg.data.task_kwargs.items() if k in ("min_objects", "max_objects", "size")}
+    return {}
 
 
 def eval_report(
@@ -71,6 +85,6 @@ def eval_report(
         )
     if pope > 0:
         out["pope"] = pope_eval(
-            policy, pope, cfg.data.seed, cfg.data.template, e.max_new_tokens, e.batch_size
+            policy, pope, cfg.data.seed, cfg.data.template, e.max_new_tokens, e.batch_size, **pope_scene(cfg)
         )
     return out

@@ -27,7 +27,7 @@ from vlmrl.data.tasks.pope import MODES
 from vlmrl.eval.accuracy import evaluate
 from vlmrl.rewards import extract_answer, get_reward, parse_yesno
 
-METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio", "unparsed")
+METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio", "false_yes", "unparsed")
 
 
 def parse_prediction(completion: str | None) -> str | None:
@@ -70,6 +70,8 @@ def pope_metrics(preds: Sequence[str | None], golds: Sequence[str]) -> dict[str,
         "recall": recall,
         "f1": f1,
         "yes_ratio": sum(p == "yes" for p in preds) / n,
+        # the hallucination rate: "yes" about an object that is not there, FP / (FP + TN + unparsed no's)
+        "false_yes": fp / max(sum(g == "no" for g in golds), 1),
         "unparsed": sum(p is None for p in preds) / n,
         "n": float(n),
     }
@@ -108,9 +110,13 @@ def pope_eval(
     template: str = "answer",
     max_new_tokens: int = 16,
     batch_size: int = 50,
+    **scene: Any,
 ) -> dict[str, dict[str, float]]:
-    """Greedy answers to ``n`` probes per mode (``evaluate``'s decoding), scored by :func:`pope_report`."""
-    samples = pope_probes(n, seed)
+    """Greedy answers to ``n`` probes per mode (``evaluate``'s decoding), scored by :func:`pope_report`.
+
+    ``scene`` knobs (``min_objects``, ``max_objects``) shape the probed scenes, e.g. as in training.
+    """
+    samples = pope_probes(n, seed, **scene)
     res = evaluate(policy, samples, template, get_reward("yesno"), max_new_tokens, batch_size, True)
     preds = [parse_prediction(o["completion"]) for o in res["outputs"]]
     return pope_report(preds, [s.answer for s in samples], [s.facts["pope_set"] for s in samples])
