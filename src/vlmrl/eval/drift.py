@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from vlmrl.models.vision import find_visual
+
 log = logging.getLogger(__name__)
 
 #: How many eval images form the fixed probe batch.
@@ -63,12 +65,6 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 def mean_cosine(x: torch.Tensor, y: torch.Tensor) -> float:
     """Mean over rows of cos(x[i], y[i]) for paired token features ``x``, ``y`` [n, d]."""
     return float(torch.nn.functional.cosine_similarity(x.double(), y.double(), dim=-1).mean())
-
-
-def find_visual(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The vision tower: the shallowest submodule named ``visual`` (Qwen2/2.5/3-VL), or None."""
-    found = [(n.count("."), m) for n, m in model.named_modules() if n.split(".")[-1] == "visual"]
-    return min(found, key=lambda t: t[0])[1] if found else None
 
 
 def vision_weights(visual: torch.nn.Module, copy: bool = True) -> dict[str, torch.Tensor]:

@@ -15,6 +15,12 @@ from vlmrl.train.optim import is_vision_param
 PROJECTOR_MARKERS = ("merger.", "multi_modal_projector.", "mm_projector.")
 
 
+def find_visual(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The vision tower: the shallowest submodule named ``visual`` (Qwen2/2.5/3-VL), or None."""
+    found = [(n.count("."), m) for n, m in model.named_modules() if n.split(".")[-1] == "visual"]
+    return min(found, key=lambda t: t[0])[1] if found else None
+
+
 def apply_vision_policy(model: torch.nn.Module, mode: str) -> dict[str, int]:
     """Set ``requires_grad`` per the mode; returns counts of trainable vision / other parameters."""
     if mode == "lora":

@@ -25,15 +25,17 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from vlmrl.models.vision import find_visual
+
 
 def vision_tower(model: torch.nn.Module) -> torch.nn.Module:
-    """The vision tower: the shallowest submodule named ``visual`` (Qwen2/2.5/3-VL)."""
-    found = [(name.count("."), m) for name, m in model.named_modules() if name.split(".")[-1] == "visual"]
-    if not found:
+    """The vision tower (:func:`vlmrl.models.vision.find_visual`); an error when there is none."""
+    tower = find_visual(model)
+    if tower is None:
         raise ValueError(
             f"vision.anchor_coef > 0 needs a vision tower named 'visual'; {type(model).__name__} has none"
         )
-    return min(found, key=lambda t: t[0])[1]
+    return tower
 
 
 def tower_features(

@@ -249,7 +249,7 @@ class GRPOTrainer:
             kl = kl_penalty(batch.sampler_logprobs, ref_logp, cfg.algo.kl_estimator) * batch.completion_mask
             metrics["actor/kl_ref"] = float(kl.sum() / batch.completion_mask.sum().clamp(min=1))
         write_rollouts(
-            self.run_dir, self.step, samples, batch, rewards, self.reward_fn, cfg.log.rollouts_per_step
+            self.run_dir, self.step, samples, batch, rewards, parts, cfg.log.rollouts_per_step
         )
         return metrics
 

@@ -17,10 +17,14 @@ def write_rollouts(
     samples: list[Sample],
     batch: RolloutBatch,
     rewards: torch.Tensor,
-    reward_fn,
+    parts: dict[str, torch.Tensor],
     limit: int,
 ) -> None:
-    """Write the first ``limit`` rollouts of the step (images saved once per prompt as PNG)."""
+    """Write the first ``limit`` rollouts of the step (images saved once per prompt as PNG).
+
+    ``parts`` are the reward parts per completion (``{name: [N]}``) as the step scored them, so
+    the log shows exactly what the advantages were computed from (SR1 included).
+    """
     if limit <= 0:
         return
     out = Path(run_dir) / "rollouts"
@@ -36,7 +40,6 @@ def write_rollouts(
             if not ref.exists():
                 im.save(ref)
             refs.append(str(ref.relative_to(out)))
-        rb = reward_fn(batch.texts[i], s)
         rows.append(
             {
                 "step": step,
@@ -48,7 +51,7 @@ def write_rollouts(
                 "completion": batch.texts[i],
                 "finish_reason": batch.finish_reasons[i],
                 "reward": float(rewards[i]),
-                "reward_parts": rb.parts,
+                "reward_parts": {k: float(v[i]) for k, v in parts.items()},
                 "group": int(batch.prompt_index[i]),
             }
         )
