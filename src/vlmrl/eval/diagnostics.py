@@ -27,34 +27,37 @@ def training_diagnostics(
 
     ``real`` is the eval's ``evaluate(..., return_outputs=True)`` result, reused by the blind gap.
     """
-    e = cfg.eval
     out: dict[str, float] = {}
-    if e.blind and samples:
-        res = blind_gap(
-            policy,
-            samples,
-            cfg.data.template,
-            reward_fn,
-            e.max_new_tokens,
-            e.batch_size,
-            seed=cfg.data.seed,
-            real=real,
-        )
-        out |= flatten_blind(res)
-    if e.pope_size > 0:
-        report = pope_eval(
-            policy,
-            e.pope_size,
-            cfg.data.seed,
-            cfg.data.template,
-            e.max_new_tokens,
-            e.batch_size,
-            **pope_scene(cfg),
-        )
-        out |= flatten_pope(report, "eval/pope")
+    if cfg.eval.blind and samples:
+        out |= flatten_blind(_blind(policy, samples, cfg, reward_fn, real))
+    if cfg.eval.pope_size > 0:
+        out |= flatten_pope(_pope(policy, cfg, cfg.eval.pope_size), "eval/pope")
     if drift is not None:
         out |= drift.measure()
     return out
+
+
+def _blind(policy, samples: list[Sample], cfg, reward_fn, real: dict[str, Any] | None) -> dict[str, Any]:
+    """``blind_gap`` with the run's template, decoding budget and seed."""
+    e = cfg.eval
+    return blind_gap(
+        policy,
+        samples,
+        cfg.data.template,
+        reward_fn,
+        e.max_new_tokens,
+        e.batch_size,
+        seed=cfg.data.seed,
+        real=real,
+    )
+
+
+def _pope(policy, cfg, n: int) -> dict[str, dict[str, float]]:
+    """``pope_eval`` with ``n`` probes per mode, the run's template, budget, seed and scene knobs."""
+    e = cfg.eval
+    return pope_eval(
+        policy, n, cfg.data.seed, cfg.data.template, e.max_new_tokens, e.batch_size, **pope_scene(cfg)
+    )
 
 
 def pope_scene(cfg) -> dict[str, Any]:
@@ -73,18 +76,7 @@ def eval_report(
     real = evaluate(policy, samples, cfg.data.template, reward_fn, e.max_new_tokens, e.batch_size, True)
     out: dict[str, Any] = {"accuracy": {k: v for k, v in real.items() if k != "outputs"}}
     if blind:
-        out["blind"] = blind_gap(
-            policy,
-            samples,
-            cfg.data.template,
-            reward_fn,
-            e.max_new_tokens,
-            e.batch_size,
-            seed=cfg.data.seed,
-            real=real,
-        )
+        out["blind"] = _blind(policy, samples, cfg, reward_fn, real)
     if pope > 0:
-        out["pope"] = pope_eval(
-            policy, pope, cfg.data.seed, cfg.data.template, e.max_new_tokens, e.batch_size, **pope_scene(cfg)
-        )
+        out["pope"] = _pope(policy, cfg, pope)
     return out
