@@ -149,6 +149,11 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"rollout.top_p: must be in (0, 1], got {cfg.rollout.top_p}")
     if cfg.algo.clip_low < 0 or cfg.algo.clip_high < 0:
         raise ConfigError("algo.clip_low / algo.clip_high: must be ≥ 0")
+    if not 0 < cfg.rollout.vllm_gpu_memory_utilization < 1:
+        raise ConfigError(
+            "rollout.vllm_gpu_memory_utilization: must be in (0, 1), "
+            f"got {cfg.rollout.vllm_gpu_memory_utilization}"
+        )
     total = cfg.train.batch_prompts * cfg.rollout.n
     if total % cfg.train.minibatches:
         raise ConfigError(

@@ -14,6 +14,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.kl_estimator": ("k1", "k2", "k3"),
     "algo.kl_placement": ("loss", "reward"),
     "algo.credit": ("scalar", "segment"),
+    "rollout.engine": ("hf", "vllm"),
     "train.schedule": ("constant", "cosine"),
     "vision.train": ("full", "frozen", "lora", "projector_only"),
 }
@@ -75,6 +76,14 @@ class RolloutConfig:
     """Completion length cap."""
     mask_truncated: bool = False
     """Drop completions that hit max_new_tokens from the loss (DAPO overlong filtering)."""
+    engine: str = "hf"
+    """hf (transformers ``generate``, runs anywhere) | vllm (colocated vLLM, CUDA + the ``[vllm]`` extra)."""
+    vllm_gpu_memory_utilization: float = 0.4
+    """Share of GPU memory vLLM may take (weights + KV cache); the rest is the trainer's."""
+    vllm_max_model_len: int | None = None
+    """vLLM context length cap (None: the model's); prompt + completion must fit."""
+    vllm_sleep: bool = True
+    """Sleep mode: vLLM's weights and KV cache leave the GPU between generations (level 1)."""
 
 
 @dataclass

@@ -21,13 +21,26 @@ from vlmrl.algos import token_logprobs
 IMAGE_KEYS = ("pixel_values", "image_grid_thw")
 
 
-def encode_prompts(processor, messages: list[list[dict]], images: list[list[Any]]) -> dict[str, torch.Tensor]:
+class PromptInputs(dict):
+    """Processor outputs of B prompts (a plain ``dict`` of tensors), plus what made them.
+
+    ``texts`` (chat-templated prompts) and ``images`` (per prompt, PIL) ride along as attributes
+    for engines that tokenize and process images themselves (vLLM); copies made with ``{**d}`` or
+    ``dict(d)`` drop them, which is fine after generation.
+    """
+
+    texts: list[str]
+    images: list[list[Any]]
+
+
+def encode_prompts(processor, messages: list[list[dict]], images: list[list[Any]]) -> PromptInputs:
     """Chat-template and process B prompts, left-padded. ``images[b]`` are prompt b's images in order."""
     texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
     flat = [im for ims in images for im in ims]
     enc = processor(text=texts, images=flat or None, return_tensors="pt", padding=True)
-    out = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
+    out = PromptInputs({k: v for k, v in enc.items() if isinstance(v, torch.Tensor)})
     out["images_per_prompt"] = torch.tensor([len(ims) for ims in images], dtype=torch.long)
+    out.texts, out.images = texts, [list(ims) for ims in images]
     return out
 
 

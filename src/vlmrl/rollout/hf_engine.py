@@ -23,6 +23,9 @@ class RolloutEngine(Protocol):
         self, prompt_inputs: dict[str, torch.Tensor], n: int, greedy: bool = False
     ) -> RolloutBatch: ...
 
+    def mark_stale(self) -> None:
+        """The policy's weights changed (after an optimizer step)."""
+
 
 class HFEngine:
     """Sample ``n`` completions per prompt with ``model.generate``.
@@ -54,6 +57,10 @@ class HFEngine:
         }
         self.stop_ids = sorted(i for i in stops if isinstance(i, int) and i >= 0)
         self.banned = policy.banned_token_ids
+
+    def mark_stale(self) -> None:
+        """Called after each optimizer step; HF ``generate`` samples from the live policy, so nothing to do
+        (the vLLM engine syncs its copy of the weights on the next call)."""
 
     def _gen_config(self, n: int, greedy: bool) -> GenerationConfig:
         # A fresh config: hub models ship sampling defaults (top_k, repetition_penalty) that would

@@ -40,7 +40,7 @@ from vlmrl.models.vision import apply_vision_policy
 from vlmrl.rewards.plugins import reward_from_config
 from vlmrl.rewards.sr1 import SR1
 from vlmrl.rollout.batch import RolloutBatch, concat_batches, encode_prompts, select_prompts
-from vlmrl.rollout.hf_engine import HFEngine
+from vlmrl.rollout.vllm_engine import build_engine
 from vlmrl.train.anchor import build_anchor
 from vlmrl.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from vlmrl.train.credit import check_credit, concat_parts, stack_parts, token_advantages
@@ -79,13 +79,7 @@ class GRPOTrainer:
         if cfg.algo.kl_coef > 0:
             self.ref = load_policy(m.path, m.dtype, m.device, m.attn_implementation).model.eval()
             self.ref.requires_grad_(False)
-        self.engine = HFEngine(
-            self.policy,
-            cfg.rollout.max_new_tokens,
-            cfg.rollout.temperature,
-            cfg.rollout.top_p,
-            cfg.rollout.mask_truncated,
-        )
+        self.engine = build_engine(self.policy, cfg)  # rollout.engine: hf | vllm
         self.reward_fn = reward_from_config(cfg.reward)
         check_credit(cfg.algo.credit, cfg.reward.weights)
         if SR1 in cfg.reward.weights and not cfg.algo.sr1_check:
@@ -230,6 +224,7 @@ class GRPOTrainer:
         metrics |= policy_update(
             self.policy.model, self.optimizer, batch, adv_tok, self.spec, ref_logp, anchor=self.anchor
         )
+        self.engine.mark_stale()  # a vLLM engine re-syncs its weights before the next generation
         self.step += 1
         lengths = batch.completion_lengths.float()
         metrics |= {
