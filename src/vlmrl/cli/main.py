@@ -80,7 +80,13 @@ def _cmd_eval(args) -> None:
 
     cfg = load_config(args.config, args.overrides)
     model = args.model or cfg.model.path
-    policy = load_policy(model, cfg.model.dtype, cfg.model.device)
+    policy = load_policy(
+        model,
+        cfg.model.dtype,
+        cfg.model.device,
+        min_pixels=cfg.model.min_pixels,
+        max_pixels=cfg.model.max_pixels,
+    )
     samples = eval_samples(cfg.data)
     res = eval_report(policy, samples, cfg, reward_from_config(cfg.reward), args.blind, args.pope)
     print(json.dumps(res["accuracy"], indent=2))

@@ -30,6 +30,10 @@ class ModelConfig:
     """Attention kernel passed to from_pretrained (sdpa, eager, flash_attention_2)."""
     device: str = "cpu"
     """Torch device for policy and reference."""
+    min_pixels: int | None = None
+    """Smallest image area (pixels) the processor resizes to; None: the processor's own (EasyR1: 262144)."""
+    max_pixels: int | None = None
+    """Largest image area (pixels) the processor resizes to; None: the processor's own (EasyR1: 4194304)."""
 
 
 @dataclass

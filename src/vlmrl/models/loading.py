@@ -43,10 +43,15 @@ def load_policy(
     device: str = "cpu",
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> Policy:
     """Load any ``AutoModelForImageTextToText`` + ``AutoProcessor`` from a hub id or a local directory.
 
     The processor is loaded with left padding: batched generation appends to the right end.
+    ``min_pixels`` / ``max_pixels`` bound the image area the processor resizes to (Qwen2-VL-family
+    processors' own keywords, as EasyR1's ``data.min_pixels`` / ``max_pixels``); None keeps the
+    processor's setting. A saved checkpoint keeps them in its processor config.
     """
     if dtype not in _DTYPES:
         raise ValueError(f"model.dtype: unknown value {dtype!r}; allowed: {sorted(_DTYPES)}")
@@ -60,7 +65,8 @@ def load_policy(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForImageTextToText.from_pretrained(src, **kwargs).to(device)
-    processor = AutoProcessor.from_pretrained(src, trust_remote_code=trust_remote_code)
+    pixels = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+    processor = AutoProcessor.from_pretrained(src, trust_remote_code=trust_remote_code, **pixels)
     processor.tokenizer.padding_side = "left"
     if processor.tokenizer.pad_token is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token

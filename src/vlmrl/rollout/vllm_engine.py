@@ -153,6 +153,7 @@ class VLLMEngine(HFEngine):
         seed: int = 0,
         dtype: str = "auto",
         max_images_per_prompt: int = 4,
+        mm_processor_kwargs: dict | None = None,
     ):
         check_vllm_available()
         super().__init__(policy, max_new_tokens, temperature, top_p, mask_truncated)
@@ -172,6 +173,7 @@ class VLLMEngine(HFEngine):
             seed=seed,
             limit_mm_per_prompt={"image": max_images_per_prompt},
             logprobs_mode="processed_logprobs",
+            mm_processor_kwargs=mm_processor_kwargs or None,  # the same min/max pixels as the policy's
         )
         self._stale = True  # weights are the checkpoint's until the first sync
         self._asleep = False
@@ -273,5 +275,8 @@ def build_engine(policy, cfg) -> HFEngine:
             sleep=r.vllm_sleep,
             seed=cfg.train.seed,
             dtype=cfg.model.dtype,
+            mm_processor_kwargs={
+                k: v for k in ("min_pixels", "max_pixels") if (v := getattr(cfg.model, k)) is not None
+            },
         )
     raise ValueError(f"rollout.engine: unknown value {r.engine!r}; allowed: hf, vllm")

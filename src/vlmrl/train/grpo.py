@@ -72,7 +72,12 @@ class GRPOTrainer:
             raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
         m = cfg.model
         self.policy = load_policy(
-            ckpt / "model" if ckpt else m.path, m.dtype, m.device, m.attn_implementation
+            ckpt / "model" if ckpt else m.path,
+            m.dtype,
+            m.device,
+            m.attn_implementation,
+            min_pixels=m.min_pixels,
+            max_pixels=m.max_pixels,
         )
         apply_vision_policy(self.policy.model, cfg.vision.train)
         self.ref = None

@@ -55,7 +55,14 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
     """Train ``cfg.model.path`` on ``cfg.sft`` settings; save to ``cfg.sft.out``; return eval before/after."""
     seed_everything(cfg.train.seed)
     m = cfg.model
-    policy = load_policy(cfg.sft.init or m.path, m.dtype, m.device, m.attn_implementation)
+    policy = load_policy(
+        cfg.sft.init or m.path,
+        m.dtype,
+        m.device,
+        m.attn_implementation,
+        min_pixels=m.min_pixels,
+        max_pixels=m.max_pixels,
+    )
     out = Path(cfg.sft.out)
     data = dataclasses.replace(cfg.data, train_size=cfg.sft.train_size)
     if cfg.sft.task_kwargs is not None:
