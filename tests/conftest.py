@@ -23,3 +23,23 @@ def tiny_policy(tiny_dir):
     from vlmrl.models import load_policy
 
     return load_policy(tiny_dir)
+
+
+#: A reward that varies on an untrained model's random text, so advantages are non-zero.
+LETTERS_PLUGIN = '''
+from vlmrl.rewards import RewardBreakdown, register_reward
+
+@register_reward("test_letters")
+def test_letters(completion, sample):
+    """Fraction of letters among the first 8 characters."""
+    text = (completion or "")[:8]
+    return RewardBreakdown(total=sum(c.isalpha() for c in text) / 8)
+'''
+
+
+@pytest.fixture(scope="session")
+def letters_reward(tmp_path_factory) -> list[str]:
+    """Overrides that make ``test_letters`` the run's only reward (a plugin file, as users write)."""
+    path = tmp_path_factory.mktemp("letters") / "letters_reward.py"
+    path.write_text(LETTERS_PLUGIN)
+    return [f"reward.modules=[{path}]", "reward.weights={test_letters: 1.0}"]

@@ -14,7 +14,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 def _cmd_make_tiny(args) -> None:
     from vlmrl.models import TinyConfig, make_tiny
 
-    out = make_tiny(args.dir, TinyConfig(seed=args.seed))
+    if args.arch == "qwen3_vl":
+        from vlmrl.models.tiny_qwen3 import make_tiny_qwen3
+
+        out = make_tiny_qwen3(args.dir, TinyConfig(seed=args.seed))
+    else:
+        out = make_tiny(args.dir, TinyConfig(seed=args.seed))
     print(f"tiny Qwen2.5-VL written to {out}")
 
 
@@ -131,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("make-tiny", help="build and save the tiny offline Qwen2.5-VL (model + processor)")
     t.add_argument("dir", help="output directory (loadable with from_pretrained / load_policy)")
     t.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    t.add_argument(
+        "--arch",
+        choices=["qwen2_5_vl", "qwen3_vl"],
+        default="qwen2_5_vl",
+        help="qwen2_5_vl (the measured default) or a small qwen3_vl (DeepStack, 16 px patches)",
+    )
     t.set_defaults(fn=_cmd_make_tiny)
 
     da = sub.add_parser("data", help="procedural tasks: list, synthesise to parquet, sample grid")

@@ -12,7 +12,7 @@ import torch
 from vlmrl.train.optim import is_vision_param
 
 #: Name fragments of the vision→language projector in common HF VLMs.
-PROJECTOR_MARKERS = ("merger.", "multi_modal_projector.", "mm_projector.")
+PROJECTOR_MARKERS = ("merger.", "deepstack_merger_list.", "multi_modal_projector.", "mm_projector.")
 
 
 def find_visual(model: torch.nn.Module) -> torch.nn.Module | None:
