@@ -7,6 +7,9 @@ evaluated on the same held-out split (greedy) every ``eval.every`` steps.
   (SFT on blue distractors, GRPO on green/yellow ones): final accuracy, blind gap and drift.
 - ``credit`` — ``algo.credit`` scalar vs segment with the ``look`` template and reward
   ``accuracy + 0.5·perception`` on the same shift: steps to reach a held-out accuracy target.
+- ``looking`` — plain GRPO vs PAPO (``algo.papo_coef``, the paper's γ 0.02 / η 0.03 / mask 0.6)
+  vs NoisyRollout (half of each group from a noised image, σ 0.3 annealed) on the same shift:
+  final accuracy, blind gap, PAPO's KL, reward of noisy vs clean rollouts.
 - ``guessing`` — POPE-style existence questions where 80% of training probes are "yes" (guessing
   "yes" pays), with and without the perception reward: the hallucination rate (``false_yes``:
   "yes" about an absent object on balanced held-out probes) and the look span's false mentions.
@@ -70,6 +73,22 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         "report": ["eval/accuracy", "eval/reward"],
         "target": 0.8,
     },
+    "looking": {
+        "common": [*COUNT_SHIFT, "train.steps=100", "eval.every=20", "eval.blind=true", "data.eval_size=100"],
+        "arms": {
+            "grpo": [],
+            "papo": ["algo.papo_coef=0.02", "algo.papo_entropy_coef=0.03", "algo.papo_mask_ratio=0.6"],
+            "noisy": ["rollout.noisy_frac=0.5", "rollout.noise_std=0.3"],
+        },
+        "report": [
+            "eval/accuracy",
+            "eval/blind_gap",
+            "actor/papo_kl",
+            "actor/papo_entropy_masked",
+            "reward/noisy",
+            "reward/clean",
+        ],
+    },
     "guessing": {
         "common": [
             *LOOK,
@@ -107,7 +126,9 @@ def _final(hist: list[dict], key: str) -> float | None:
     return vals[-1]
 
 
-def run_experiment(name: str, seeds: list[int], root: Path, extra: list[str]) -> dict:
+def run_experiment(
+    name: str, seeds: list[int], root: Path, extra: list[str], only: list[str] | None = None
+) -> dict:
     spec = EXPERIMENTS[name]
     base = [
         *spec["common"],
@@ -129,6 +150,8 @@ def run_experiment(name: str, seeds: list[int], root: Path, extra: list[str]) ->
     print(f"{name}: SFT {sft}", flush=True)
     arms: dict[str, list[dict]] = {}
     for arm, overrides in spec["arms"].items():
+        if only and arm not in only:
+            continue
         for seed in seeds:
             run_dir = root / f"{arm}_s{seed}"
             cfg = load_config(
@@ -221,16 +244,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiments", nargs="+", default=sorted(EXPERIMENTS), choices=sorted(EXPERIMENTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--arms", nargs="+", default=None, help="run only these arms (default: all)")
     ap.add_argument("--work", default="runs/bench_vision", help="where models and runs go")
     ap.add_argument("--out", default="bench/results/vision_rl", help="results path without suffix")
     ap.add_argument("overrides", nargs="*", help="extra dotted config overrides for every run")
     args = ap.parse_args()
     command = "python bench/vision_rl.py " + " ".join(
-        ["--experiments", *args.experiments, "--seeds", *map(str, args.seeds), *args.overrides]
+        ["--experiments", *args.experiments, "--seeds", *map(str, args.seeds)]
+        + (["--arms", *args.arms] if args.arms else [])
+        + ["--out", args.out, *args.overrides]
     )
     results = []
     for name in args.experiments:
-        results.append(run_experiment(name, args.seeds, Path(args.work) / name, args.overrides))
+        results.append(run_experiment(name, args.seeds, Path(args.work) / name, args.overrides, args.arms))
         write_report(results, Path(args.out), command)
 
 

@@ -38,8 +38,14 @@ def test_letters(completion, sample):
 
 
 @pytest.fixture(scope="session")
-def letters_reward(tmp_path_factory) -> list[str]:
-    """Overrides that make ``test_letters`` the run's only reward (a plugin file, as users write)."""
+def letters_plugin(tmp_path_factory):
+    """One plugin file per test session: every test that says ``test_letters`` gets this one."""
     path = tmp_path_factory.mktemp("letters") / "letters_reward.py"
     path.write_text(LETTERS_PLUGIN)
-    return [f"reward.modules=[{path}]", "reward.weights={test_letters: 1.0}"]
+    return path
+
+
+@pytest.fixture(scope="session")
+def letters_reward(letters_plugin) -> list[str]:
+    """Overrides that make ``test_letters`` the run's only reward (a plugin file, as users write)."""
+    return [f"reward.modules=[{letters_plugin}]", "reward.weights={test_letters: 1.0}"]

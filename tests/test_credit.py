@@ -249,6 +249,9 @@ class ScriptedEngine:
         batch.texts = texts
         return batch
 
+    def mark_stale(self) -> None:
+        """The RolloutEngine protocol's weight-change hook: fixed scripts have no weights to sync."""
+
 
 def script(looks: list[str]) -> list[str]:
     """Count task, answers 1..4 (exactly one is right for counts 1-4, so the outcome always varies)."""

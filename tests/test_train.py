@@ -8,9 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,23 +18,11 @@ from vlmrl.train.grpo import GRPOTrainer
 from vlmrl.train.metrics import read_metrics
 from vlmrl.train.update import policy_update
 
-#: A reward that varies on an untrained model's random text, so advantages are non-zero.
-PLUGIN = textwrap.dedent('''
-    from vlmrl.rewards import RewardBreakdown, register_reward
-
-    @register_reward("test_letters")
-    def test_letters(completion, sample):
-        """Fraction of letters among the first 8 characters."""
-        text = (completion or "")[:8]
-        return RewardBreakdown(total=sum(c.isalpha() for c in text) / 8)
-''')
-
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("plugin") / "test_reward.py"
-    path.write_text(PLUGIN)
-    return path
+def plugin(letters_plugin):
+    """The session's ``test_letters`` reward file (tests/conftest.py): one module, no name clash."""
+    return letters_plugin
 
 
 def _overrides(tiny_dir, run_dir, plugin, *extra) -> list[str]:

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from vlmrl.data import build_messages, generate
+from vlmrl.models.lora import merged_state_dict
 from vlmrl.rollout.batch import completion_logprobs, encode_prompts, training_inputs
 from vlmrl.rollout.hf_engine import HFEngine
-from vlmrl.rollout.vllm_engine import EngineUnavailable, merged_named_tensors, to_rollout_batch
+from vlmrl.rollout.vllm_engine import EngineUnavailable, to_rollout_batch
 
 HAS_VLLM_GPU = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
@@ -101,7 +102,7 @@ def test_merged_export_equals_the_lora_model(tiny_dir, tiny_policy):
     for n, p in model.named_parameters():
         if "lora_B" in n:
             p.data.normal_(0, 0.05)  # peft starts B at 0: make the adapters matter
-    named = dict(merged_named_tensors(model))
+    named = merged_state_dict(model)
     assert not any("lora_" in k or "base_layer" in k for k in named)
     fresh = load_policy(tiny_dir).model.eval()
     assert set(named) == set(fresh.state_dict())

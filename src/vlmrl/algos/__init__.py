@@ -1,4 +1,4 @@
-"""RL math as pure tensor functions: advantages, policy losses, loss aggregation, KL, entropy.
+"""RL math as pure tensor functions: advantages, policy losses, loss aggregation, KL, entropy, PAPO.
 
 Imports only torch. Each family is a small registry keyed by a ``str`` enum, so a config string
 picks the variant (``compute_advantages("grpo", ...)``, ``compute_policy_loss("gspo", ...)``,
@@ -31,6 +31,7 @@ from vlmrl.algos.losses import (
     gspo_loss,
     ppo_clip_loss,
 )
+from vlmrl.algos.perception import papo_loss, perception_kl
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -60,6 +61,8 @@ __all__ = [
     "kl_k3",
     "kl_penalty",
     "masked_mean",
+    "papo_loss",
+    "perception_kl",
     "ppo_clip_loss",
     "reinforce_pp_advantages",
     "reinforce_pp_baseline_advantages",

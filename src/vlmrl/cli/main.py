@@ -63,13 +63,18 @@ def _cmd_sft(args) -> None:
 
 def _cmd_train(args) -> None:
     from vlmrl.config import load_config
+    from vlmrl.train.dist import shutdown
     from vlmrl.train.grpo import GRPOTrainer
     from vlmrl.train.progress import run_with_progress
 
     cfg = load_config(args.config, args.overrides)
-    trainer = GRPOTrainer(cfg, resume=args.resume)
-    run_with_progress(trainer, cfg.log.progress)
-    print(f"run directory: {cfg.log.run_dir}")
+    try:  # under torchrun / accelerate every rank runs this; rank 0 shows progress and prints
+        trainer = GRPOTrainer(cfg, resume=args.resume)
+        run_with_progress(trainer, cfg.log.progress and trainer.dist.is_main)
+    finally:
+        shutdown()
+    if trainer.dist.is_main:
+        print(f"run directory: {cfg.log.run_dir}")
 
 
 def _cmd_eval(args) -> None:

@@ -149,16 +149,86 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"rollout.top_p: must be in (0, 1], got {cfg.rollout.top_p}")
     if cfg.algo.clip_low < 0 or cfg.algo.clip_high < 0:
         raise ConfigError("algo.clip_low / algo.clip_high: must be ≥ 0")
+    lora = cfg.model.lora
+    if lora.r < 0 or lora.alpha <= 0 or not 0 <= lora.dropout < 1 or (lora.r and not lora.target_modules):
+        raise ConfigError(
+            f"model.lora: need r ≥ 0 (0: off), alpha > 0, 0 ≤ dropout < 1, target_modules; got r={lora.r}, "
+            f"alpha={lora.alpha}, dropout={lora.dropout}, target_modules={lora.target_modules}"
+        )
     if not 0 < cfg.rollout.vllm_gpu_memory_utilization < 1:
         raise ConfigError(
             "rollout.vllm_gpu_memory_utilization: must be in (0, 1), "
             f"got {cfg.rollout.vllm_gpu_memory_utilization}"
         )
+    _validate_vision_rl(cfg)
+    _validate_env(cfg)
     total = cfg.train.batch_prompts * cfg.rollout.n
     if total % cfg.train.minibatches:
         raise ConfigError(
             f"train.minibatches: {cfg.train.minibatches} must divide batch_prompts × rollout.n = {total}"
         )
+
+
+def _validate_vision_rl(cfg: TrainConfig) -> None:
+    """PAPO and NoisyRollout knobs: ratios in [0, 1), coefficients and std ≥ 0."""
+    ranges = {
+        "algo.papo_mask_ratio": cfg.algo.papo_mask_ratio,
+        "rollout.noisy_frac": cfg.rollout.noisy_frac,
+    }
+    for key, v in ranges.items():
+        if not 0 <= v < 1:
+            raise ConfigError(f"{key}: must be in [0, 1), got {v}")
+    nonneg = {
+        "algo.papo_coef": cfg.algo.papo_coef,
+        "algo.papo_entropy_coef": cfg.algo.papo_entropy_coef,
+        "rollout.noise_std": cfg.rollout.noise_std,
+    }
+    for key, v in nonneg.items():
+        if v < 0:
+            raise ConfigError(f"{key}: must be ≥ 0, got {v}")
+    steps = cfg.rollout.noise_anneal_steps
+    if steps is not None and steps < 1:
+        raise ConfigError(f"rollout.noise_anneal_steps: must be ≥ 1 (or null: train.steps), got {steps}")
+    r = cfg.rollout
+    if r.noisy_frac > 0 and r.noisy_count == 0:
+        raise ConfigError(
+            f"rollout.noisy_frac: {r.noisy_frac} × rollout.n = {r.n} leaves no noisy rollout "
+            f"(⌊noisy_frac·n⌋ = 0); raise it to ≥ {1 / r.n:.3g} or set 0"
+        )
+
+
+def _validate_env(cfg: TrainConfig) -> None:
+    """``env.*``: a registered name, positive budgets, and no option the multi-turn path lacks."""
+    e = cfg.env
+    if e.name is None:
+        return
+    from vlmrl.envs import ENVS, make_env  # the registry (lazy: envs imports rewards and tasks)
+
+    if e.name not in ENVS:
+        raise ConfigError(f"env.name: unknown environment {e.name!r}; allowed: {sorted(ENVS)}")
+    for key in ("max_turns", "max_tool_calls", "turn_max_new_tokens", "max_total_tokens"):
+        if getattr(e, key) < 1:
+            raise ConfigError(f"env.{key}: must be ≥ 1, got {getattr(e, key)}")
+    try:  # builds one env now: a bad keyword or value fails at load time
+        make_env(e.name, **{"max_turns": e.max_turns, "max_tool_calls": e.max_tool_calls, **e.kwargs})
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"env.kwargs: {err}") from None
+    if e.turn_max_new_tokens > e.max_total_tokens:
+        raise ConfigError(
+            f"env.turn_max_new_tokens: {e.turn_max_new_tokens} exceeds env.max_total_tokens "
+            f"({e.max_total_tokens})"
+        )
+    unsupported = {
+        "rollout.engine (only 'hf')": cfg.rollout.engine != "hf",
+        "rollout.noisy_frac": cfg.rollout.noisy_frac > 0,
+        "algo.sr1_check": cfg.algo.sr1_check,
+        "algo.papo_coef": cfg.algo.papo_coef > 0,
+        "algo.credit (only 'scalar')": cfg.algo.credit != "scalar",
+        "algo.dynamic_sampling": cfg.algo.dynamic_sampling,
+    }
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise ConfigError(f"env.name: multi-turn rollouts do not support {', '.join(bad)}; unset them")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

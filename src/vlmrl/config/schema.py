@@ -14,10 +14,26 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.kl_estimator": ("k1", "k2", "k3"),
     "algo.kl_placement": ("loss", "reward"),
     "algo.credit": ("scalar", "segment"),
+    "algo.papo_kl_estimator": ("k1", "k2", "k3"),
+    "rollout.noise_schedule": ("constant", "linear", "cosine", "sigmoid"),
     "rollout.engine": ("hf", "vllm"),
     "train.schedule": ("constant", "cosine"),
     "vision.train": ("full", "frozen", "lora", "projector_only"),
 }
+
+
+@dataclass
+class LoraSpec:
+    r: int = 0
+    """LoRA rank on the language model's linear layers (peft); 0: off, the whole LM trains."""
+    alpha: float = 16.0
+    """LoRA α: the adapter's update is scaled by α / r."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input in training (0 keeps the training forward equal to the sampler's)."""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Last names of the LM linear layers to adapt (Qwen2/2.5/3-VL attention + MLP); not tower, lm_head."""
 
 
 @dataclass
@@ -29,11 +45,13 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
     """Attention kernel passed to from_pretrained (sdpa, eager, flash_attention_2)."""
     device: str = "cpu"
-    """Torch device for policy and reference."""
+    """Torch device for policy and reference (``cuda`` under torchrun: ``cuda:LOCAL_RANK``)."""
     min_pixels: int | None = None
     """Smallest image area (pixels) the processor resizes to; None: the processor's own (EasyR1: 262144)."""
     max_pixels: int | None = None
     """Largest image area (pixels) the processor resizes to; None: the processor's own (EasyR1: 4194304)."""
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    """LoRA on the language model (``model.lora.r=16``); the tower follows ``vision.train`` (``lora`` too)."""
 
 
 @dataclass
@@ -88,6 +106,19 @@ class RolloutConfig:
     """vLLM context length cap (None: the model's); prompt + completion must fit."""
     vllm_sleep: bool = True
     """Sleep mode: vLLM's weights and KV cache leave the GPU between generations (level 1)."""
+    noisy_frac: float = 0.0
+    """NoisyRollout: ⌊noisy_frac·n⌋ of each group sampled from a noised image, trained on clean; 0: off."""
+    noise_std: float = 0.3
+    """Std of the Gaussian pixel noise (image in [0, 1]) at step 0 of NoisyRollout."""
+    noise_anneal_steps: int | None = None
+    """Steps over which the noise std decays to 0 (None: train.steps)."""
+    noise_schedule: str = "sigmoid"
+    """Decay of the noise std: constant | linear | cosine | sigmoid (NoisyRollout's)."""
+
+    @property
+    def noisy_count(self) -> int:
+        """Noisy rollouts per group, ``⌊noisy_frac · n⌋`` (robust to float rounding, e.g. 0.29·100), < n."""
+        return min(int(self.noisy_frac * self.n + 1e-9), self.n - 1)
 
 
 @dataclass
@@ -122,6 +153,14 @@ class AlgoConfig:
     """scalar (one advantage per response) | segment (<look> tokens: perception advantage; rest: outcome)."""
     sr1_check: bool = False
     """Vision-SR1: re-ask text-only with the model's own <look> text (greedy); reward part ``sr1``."""
+    papo_coef: float = 0.0
+    """PAPO γ: maximise γ·KL(π(·|image) ‖ π(·|patch-masked image)) on completion tokens; 0: off."""
+    papo_entropy_coef: float = 0.03
+    """PAPO's double-entropy guard η: adds η·(H(π|image) + H(π|masked)): no KL from diffuse outputs."""
+    papo_mask_ratio: float = 0.6
+    """Fraction of each image's merge groups (2×2 patches = one image token) zeroed in PAPO's masked view."""
+    papo_kl_estimator: str = "k3"
+    """Per-token estimator of PAPO's KL: k1 | k2 | k3 (PAPO's low_var_kl)."""
 
 
 @dataclass
@@ -137,7 +176,7 @@ class LoopConfig:
     steps: int = 100
     """GRPO steps (each: B prompts × G samples, then the update)."""
     batch_prompts: int = 8
-    """B: prompts per step."""
+    """B: prompts per step, over all processes (each of W ranks takes B / W of them; W must divide B)."""
     epochs: int = 1
     """K: passes over each rollout batch."""
     minibatches: int = 1
@@ -154,6 +193,8 @@ class LoopConfig:
     """constant | cosine (after warmup)."""
     grad_clip: float = 1.0
     """Max global grad norm (0: off)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward (HF, non-reentrant): less memory, ~1 more forward of time."""
     seed: int = 0
     """Seed for sampling and initialisation."""
     save_every: int = 50
@@ -211,6 +252,25 @@ class SFTConfig:
 
 
 @dataclass
+class EnvConfig:
+    """Multi-turn tool use (``vlmrl.envs``, ``vlmrl.rollout.multiturn``); ``name: null`` = single-turn."""
+
+    name: str | None = None
+    """Registered environment (``vlmrl.envs.make_env``); None: today's single-turn rollouts."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Environment knobs (reward weights, tool grid, ...), passed to ``make_env(name, **kwargs)``."""
+    max_turns: int = 4
+    """Model turns per episode; the last allowed turn ends it (a budget stop)."""
+    max_tool_calls: int = 3
+    """Tool calls per episode (the environment enforces it)."""
+    turn_max_new_tokens: int = 48
+    """Tokens one assistant turn may generate (its own cap, besides the episode's)."""
+    max_total_tokens: int = 384
+    """Completion tokens per episode, model + environment turns (tool images included); exceeding
+    it ends the episode as a budget stop. Also the ``norm_const`` of token-sum loss aggregations."""
+
+
+@dataclass
 class TrainConfig:
     """The whole run: ``vlmrl train cfg.yaml`` and ``vlmrl sft cfg.yaml`` read this."""
 
@@ -224,3 +284,4 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)

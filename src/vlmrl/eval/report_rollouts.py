@@ -144,7 +144,7 @@ def _row(run_dir: Path, r: dict) -> str:
         f'<td class="q"><div class="dim">{_e(r.get("task", ""))} · {_e(r.get("sample_id", ""))}</div>'
         f"{_e(r.get('problem', ''))}</td>"
         f'<td class="gold">{_e(r.get("answer", ""))}</td>'
-        f'<td class="comp">{_completion(r.get("completion"))}</td>'
+        f'<td class="comp">{_conversation(run_dir, r) or _completion(r.get("completion"))}</td>'
         f'<td class="rw"><b>{_num(r.get("reward", ""))}</b><ul>{reward_items}</ul></td>'
         f"<td>{_e(r.get('finish_reason', ''))}</td></tr>"
     )
@@ -177,3 +177,35 @@ def _completion(text: object) -> str:
         for label, body in split_completion(text)
     )
     return spans + cut
+
+
+def _conversation(run_dir: Path, r: dict) -> str:
+    """Env runs (``trajectory.turns``): every turn in order — role, text (escaped; model turns split
+    like completions), its images, and for model turns the tool call and whether it was valid.
+    Empty for single-turn rows."""
+    traj = r.get("trajectory")
+    turns = traj.get("turns") if isinstance(traj, dict) else None
+    if not isinstance(turns, list):
+        return ""
+    out = []
+    for k, t in enumerate(turns):
+        if not isinstance(t, dict):
+            continue
+        role = "assistant" if t.get("role") == "assistant" else "user"
+        head = f'<span class="tag">{k}: {role}</span>'
+        if role == "assistant":
+            call = t.get("tool_call")
+            valid = "valid" if t.get("valid") else "invalid"
+            head += f' <span class="dim">{_e(t.get("kind", ""))} · {valid}</span>'
+            if isinstance(call, dict):
+                args = json.dumps(call.get("arguments"), ensure_ascii=True)[:500]
+                name = _e(call.get("name", ""))
+                head += f'<div class="call">tool call: <b>{name}</b> <code>{_e(args)}</code></div>'
+            if t.get("error"):
+                head += f'<div class="dim">error: {_e(t.get("error"))}</div>'
+            body = _completion(t.get("text"))
+        else:
+            body = f"<pre>{_e(str(t.get('text', ''))[:MAX_COMPLETION_CHARS])}</pre>"
+        imgs = _images(run_dir, t.get("images")) if t.get("images") else ""
+        out.append(f'<div class="turn {role}">{head}{body}{imgs}</div>')
+    return f'<div class="turns">{"".join(out)}</div>'

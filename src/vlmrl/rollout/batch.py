@@ -61,6 +61,18 @@ class RolloutBatch:
     completion_lengths: torch.Tensor  # [N] long, tokens produced incl. the stop token
     finish_reasons: list[str]  # "stop" | "length" per rollout
     texts: list[str] = field(default_factory=list)
+    # Multi-turn rollouts (vlmrl.rollout.multiturn): images the environment added inside the
+    # completion, per rollout in order of appearance (None: none), and completion-aligned values of
+    # token-aligned processor outputs (e.g. mm_token_type_ids = 1 on a crop's image tokens) [N, C].
+    # None everywhere = single-turn: the completion is text only.
+    extra_pixel_values: list[torch.Tensor | None] | None = None
+    extra_image_grid_thw: list[torch.Tensor | None] | None = None
+    completion_token_types: dict[str, torch.Tensor] | None = None
+
+    @property
+    def has_extras(self) -> bool:
+        """Whether some rollout carries environment images or token types in its completion."""
+        return self.extra_pixel_values is not None or self.completion_token_types is not None
 
     @property
     def size(self) -> int:
@@ -106,6 +118,8 @@ def training_inputs(
                 tail = comp
             elif key == "attention_mask":
                 tail = attn_c.to(val.dtype)
+            elif batch.completion_token_types is not None and key in batch.completion_token_types:
+                tail = batch.completion_token_types[key][rows].to(val.dtype)  # env turns' image tokens
             else:
                 tail = torch.zeros((len(rows), comp.shape[1], *val.shape[2:]), dtype=val.dtype)
             out[key] = torch.cat([head, tail], dim=1)
@@ -117,8 +131,18 @@ def training_inputs(
     if "pixel_values" in pi:
         pix, grids = _image_rows(pi)
         sel = pidx.tolist()
-        out["pixel_values"] = torch.cat([pi["pixel_values"][pix[p]] for p in sel], dim=0)
-        out["image_grid_thw"] = torch.cat([pi["image_grid_thw"][grids[p]] for p in sel], dim=0)
+        extra_pix = batch.extra_pixel_values or [None] * batch.size
+        extra_grid = batch.extra_image_grid_thw or [None] * batch.size
+        # each row's images in order of appearance: its prompt's, then those its completion added
+        pv, gr = [], []
+        for r, p in zip(rows.tolist(), sel, strict=True):
+            pv.append(pi["pixel_values"][pix[p]])
+            gr.append(pi["image_grid_thw"][grids[p]])
+            if extra_pix[r] is not None:
+                pv.append(extra_pix[r].to(pi["pixel_values"].dtype))
+                gr.append(extra_grid[r])
+        out["pixel_values"] = torch.cat(pv, dim=0)
+        out["image_grid_thw"] = torch.cat(gr, dim=0)
     # trim left padding common to every row
     keep_from = int((out["attention_mask"].cumsum(1) == 0).all(0).sum())
     if keep_from:
@@ -192,7 +216,23 @@ def select_prompts(batch: RolloutBatch, prompts: list[int]) -> RolloutBatch:
         completion_lengths=batch.completion_lengths[rows],
         finish_reasons=[batch.finish_reasons[i] for i in rows.tolist()],
         texts=[batch.texts[i] for i in rows.tolist()] if batch.texts else [],
+        **_take_extras(batch, rows.tolist()),
     )
+
+
+def _take_extras(batch: RolloutBatch, rows: list[int]) -> dict:
+    """The multi-turn extras of the chosen rollouts (None stays None)."""
+    return {
+        "extra_pixel_values": [batch.extra_pixel_values[i] for i in rows]
+        if batch.extra_pixel_values is not None
+        else None,
+        "extra_image_grid_thw": [batch.extra_image_grid_thw[i] for i in rows]
+        if batch.extra_image_grid_thw is not None
+        else None,
+        "completion_token_types": {k: v[rows] for k, v in batch.completion_token_types.items()}
+        if batch.completion_token_types is not None
+        else None,
+    }
 
 
 def _pad_to(x: torch.Tensor, width: int, value: int | float, left: bool) -> torch.Tensor:
@@ -229,4 +269,29 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
         completion_lengths=torch.cat([b.completion_lengths for b in batches]),
         finish_reasons=[r for b in batches for r in b.finish_reasons],
         texts=[t for b in batches for t in b.texts],
+        **_concat_extras(batches, c_len),
     )
+
+
+def _concat_extras(batches: list[RolloutBatch], c_len: int) -> dict:
+    """The multi-turn extras of several batches, one list / [N, C] tensor (None if no batch has any)."""
+    out: dict = {"extra_pixel_values": None, "extra_image_grid_thw": None, "completion_token_types": None}
+    if any(b.extra_pixel_values is not None for b in batches):
+        out["extra_pixel_values"] = [x for b in batches for x in (b.extra_pixel_values or [None] * b.size)]
+        out["extra_image_grid_thw"] = [
+            x for b in batches for x in (b.extra_image_grid_thw or [None] * b.size)
+        ]
+    keys = {k for b in batches for k in (b.completion_token_types or {})}
+    if keys:
+        out["completion_token_types"] = {
+            k: torch.cat(
+                [
+                    _pad_to(b.completion_token_types[k], c_len, 0, left=False)
+                    if b.completion_token_types and k in b.completion_token_types
+                    else torch.zeros((b.size, c_len), dtype=torch.long)
+                    for b in batches
+                ]
+            )
+            for k in keys
+        }
+    return out

@@ -14,6 +14,7 @@ from transformers import GenerationConfig
 
 from vlmrl.algos import token_logprobs
 from vlmrl.rollout.batch import RolloutBatch
+from vlmrl.rollout.sampler import fast_sampling_supported, sample
 
 
 class RolloutEngine(Protocol):
@@ -30,6 +31,9 @@ class RolloutEngine(Protocol):
 class HFEngine:
     """Sample ``n`` completions per prompt with ``model.generate``.
 
+    Qwen2-VL-family models take the fast path of :mod:`vlmrl.rollout.sampler` (each prompt
+    prefilled once, its KV cache shared by the ``n`` samples, a plain decode loop; same
+    distribution and log-probs); ``shared_prefill=False`` or any other model uses ``generate``.
     Each prompt is encoded once and expanded by ``num_return_sequences``; the sampler's
     log-probs are ``log_softmax(raw_logits / temperature)`` of the chosen tokens, the same
     quantity the training forward computes (top-p only narrows which tokens can be drawn).
@@ -42,8 +46,10 @@ class HFEngine:
         temperature: float = 1.0,
         top_p: float = 1.0,
         mask_truncated: bool = False,
+        shared_prefill: bool = True,
     ):
         self.policy = policy
+        self.shared_prefill = shared_prefill
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_p = top_p
@@ -69,7 +75,7 @@ class HFEngine:
             do_sample=not greedy,
             temperature=self.temperature if not greedy else None,
             top_p=self.top_p if not greedy else None,
-            top_k=None,
+            top_k=0,  # None would be filled with transformers' global default of 50
             num_return_sequences=n,
             max_new_tokens=self.max_new_tokens,
             eos_token_id=self.stop_ids,
@@ -84,6 +90,15 @@ class HFEngine:
         model = self.policy.model
         was_training = model.training
         model.eval()
+        if self.shared_prefill and fast_sampling_supported(model, prompt_inputs):
+            try:
+                seqs, lp = sample(
+                    model, prompt_inputs, n, self.max_new_tokens, self.temperature, self.top_p, greedy,
+                    self.stop_ids, self.banned, self.pad_id,
+                )  # fmt: skip
+            finally:
+                model.train(was_training)
+            return self._finish(prompt_inputs, seqs, lp, n)
         inputs = {k: v.to(model.device) for k, v in prompt_inputs.items() if k != "images_per_prompt"}
         out = model.generate(**inputs, generation_config=self._gen_config(n, greedy))
         model.train(was_training)

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from vlmrl.models.lora import merged_state_dict
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.hf_engine import HFEngine
 
@@ -57,32 +58,6 @@ def check_vllm_available() -> None:
             f"rollout.engine=vllm: cannot import vllm ({e}); install it with pip install 'vlmrl[vllm]' "
             "or use rollout.engine=hf"
         ) from e
-
-
-def merged_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """The model's weights under their HF checkpoint names, LoRA adapters folded in.
-
-    For a peft ``LoraLayer`` the base weight is sent as ``W + get_delta_weight(adapter)`` under the
-    base layer's name (``….base_layer.weight`` → ``….weight``); ``lora_*`` tensors are skipped. No
-    module is mutated, so training continues on exactly the same parameters.
-    """
-    deltas: dict[str, torch.Tensor] = {}
-    for name, module in model.named_modules():
-        get_delta = getattr(module, "get_delta_weight", None)
-        adapters = getattr(module, "active_adapters", None)
-        if get_delta is None or not adapters or not hasattr(module, "base_layer"):
-            continue
-        with torch.no_grad():
-            delta = sum(get_delta(a) for a in adapters if a in getattr(module, "lora_A", {}))
-        if isinstance(delta, torch.Tensor):
-            deltas[f"{name}.base_layer.weight"] = delta
-    for name, tensor in model.state_dict().items():
-        if "lora_" in name:
-            continue
-        t = tensor.detach()
-        if name in deltas:
-            t = t + deltas[name].to(t.dtype)
-        yield name.replace(".base_layer.", "."), t
 
 
 def to_rollout_batch(
@@ -196,7 +171,7 @@ class VLLMEngine(HFEngine):
 
     def sync_weights(self, named: Iterable[tuple[str, torch.Tensor]] | None = None) -> int:
         """Load the policy's weights into vLLM; returns how many tensors were sent."""
-        weights = list(named if named is not None else merged_named_tensors(self.policy.model))
+        weights = list(named if named is not None else merged_state_dict(self.policy.model).items())
         target = self._model_runner_model()
         if target is not None:
             target.load_weights(weights=weights)

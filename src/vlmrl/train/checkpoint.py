@@ -1,9 +1,16 @@
 """Checkpoints as safetensors + JSON only (no pickle): weights, optimizer, RNG, trainer state.
 
 Layout of ``checkpoints/step_N/``:
-- ``model/``: ``save_pretrained`` output (+ processor), loadable by ``load_policy``;
+- ``model/``: ``save_pretrained`` output (+ processor), loadable by ``load_policy``; with LoRA
+  adapters (``model.lora``, ``vision.train: lora``) these are the *merged* weights ``W + B·A·α/r``,
+  a plain HF model for eval / vLLM / the hub;
+- ``trainable.safetensors`` (LoRA runs only): every trainable parameter unmerged, by name
+  (adapters, plus any base weight that trains, e.g. the tower under ``vision.train: full``). A
+  resume loads the base ``model.path`` (state.json ``lora_base``), adds the same adapters and
+  loads these: exact, where re-splitting merged weights would not be;
 - ``optimizer.safetensors`` + ``optimizer.json``: AdamW moments by parameter index, hyper-params;
-- ``rng.safetensors``: torch CPU (and CUDA) generator states; ``state.json``: step, data position.
+- ``rng.safetensors``: torch CPU (and CUDA) generator states (multi-process: also
+  ``rank{r}.torch_cpu`` for every other rank); ``state.json``: step, global data position.
 A checkpoint is written to ``step_N.tmp`` and renamed, so a kill mid-write never leaves a
 half checkpoint that ``--resume`` would pick.
 """
@@ -17,6 +24,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from vlmrl.models.lora import has_lora, merged_state_dict
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -35,13 +44,29 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, {"groups": groups, "scalars": scalars}
 
 
-def save_checkpoint(directory: Path, policy, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
-    """Write everything a resume needs; returns the final directory."""
+def save_checkpoint(
+    directory: Path,
+    policy,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    extra_rng: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write everything a resume needs; returns the final directory.
+
+    ``extra_rng``: more generator states for ``rng.safetensors`` (other ranks', see ``train/dist.py``).
+    """
     final = Path(directory)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    policy.model.save_pretrained(tmp / "model")
+    if has_lora(policy.model):
+        policy.model.save_pretrained(tmp / "model", state_dict=merged_state_dict(policy.model))
+        trainable = {
+            n: p.detach().cpu().contiguous() for n, p in policy.model.named_parameters() if p.requires_grad
+        }
+        save_file(trainable, tmp / "trainable.safetensors")
+    else:
+        policy.model.save_pretrained(tmp / "model")
     policy.processor.save_pretrained(tmp / "model")
     tensors, meta = _optimizer_tensors(optimizer)
     save_file(tensors, tmp / "optimizer.safetensors")
@@ -50,7 +75,7 @@ def save_checkpoint(directory: Path, policy, optimizer: torch.optim.Optimizer, s
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"torch_cuda_{i}"] = s
-    save_file(rng, tmp / "rng.safetensors")
+    save_file(rng | (extra_rng or {}), tmp / "rng.safetensors")
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -84,6 +109,23 @@ def load_checkpoint(directory: Path, optimizer: torch.optim.Optimizer) -> dict[s
         if states:
             torch.cuda.set_rng_state_all(states)
     return json.loads((directory / "state.json").read_text())
+
+
+def load_trainable(directory: Path, model: torch.nn.Module) -> None:
+    """Load ``trainable.safetensors`` into a model built like the saved one (base + same adapters)."""
+    path = Path(directory) / "trainable.safetensors"
+    saved = load_file(path)
+    params = dict(model.named_parameters())
+    want = {n for n, p in params.items() if p.requires_grad}
+    if set(saved) != want:
+        missing, extra = sorted(want - set(saved))[:3], sorted(set(saved) - want)[:3]
+        raise ValueError(
+            f"{path}: trainable parameters differ from this config's (missing {missing}, unexpected {extra});"
+            " resume with the model.lora / vision.train the run was started with"
+        )
+    with torch.no_grad():
+        for n, t in saved.items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

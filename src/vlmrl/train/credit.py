@@ -22,7 +22,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -56,17 +56,22 @@ def token_advantages(
     batch: RolloutBatch,
     tokenizer,
     texts: Sequence[str] | None = None,
+    advantages_fn: Callable[..., torch.Tensor] = compute_advantages,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Token advantages ``[N, C]`` and a few metrics (``credit/…``); see the module docstring."""
+    """Token advantages ``[N, C]`` and a few metrics (``credit/…``); see the module docstring.
+
+    ``advantages_fn`` has :func:`vlmrl.algos.compute_advantages`' signature; the trainer passes
+    :func:`vlmrl.train.dist.global_advantages` so batch-wide statistics span every rank.
+    """
     mask = batch.completion_mask  # [N, C]
     if credit == "scalar":
-        adv = compute_advantages(estimator, rewards, batch.prompt_index)  # [N]
+        adv = advantages_fn(estimator, rewards, batch.prompt_index)  # [N]
         return broadcast_advantages(adv, mask), {}
     check_credit(credit, weights)
     perception = parts[PERCEPTION].to(rewards.dtype)  # [N]
     outcome = rewards - float(weights[PERCEPTION]) * perception  # [N]
-    adv_p = compute_advantages(estimator, perception, batch.prompt_index)  # [N]
-    adv_o = compute_advantages(estimator, outcome, batch.prompt_index)  # [N]
+    adv_p = advantages_fn(estimator, perception, batch.prompt_index)  # [N]
+    adv_o = advantages_fn(estimator, outcome, batch.prompt_index)  # [N]
     look = look_span_mask(batch.completion_ids, batch.completion_lengths, tokenizer, texts) * mask  # [N, C]
     no_look = (look.sum(1, keepdim=True) == 0).to(mask.dtype) * mask  # [N, C] rows without a span
     adv_tok = segment_advantages(  # [N, C]

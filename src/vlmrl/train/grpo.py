@@ -16,6 +16,28 @@ The variant implemented by default (``algo`` defaults), and how it departs from 
   tokens the perception reward's advantage and the rest the outcome's (``train/credit.py``);
   ``algo.sr1_check`` re-asks text-only from the model's own description (``train/sr1.py``);
   ``vision.anchor_coef`` anchors the tower's features to the start of training (``train/anchor.py``).
+
+Many processes (``torchrun --nproc_per_node=W -m vlmrl train CFG``, ``accelerate launch``; see
+``train/dist.py``): data parallel, the model replicated on every rank, and the update equal to
+the one-process update on the same global batch (tested on CPU/gloo: 1e-6):
+- ``train.batch_prompts`` B is global: rank r takes prompts ``[p + r·B/W, p + (r+1)·B/W)`` of the
+  prompt stream, so each group stays on one rank and a step sees the same prompts for any W
+  (W must divide B); the stream position in ``state.json`` is global;
+- the loss normalisers (valid tokens / sequences of each minibatch) are summed over ranks and
+  so are the gradients, once per optimizer step (a flat-bucket all-reduce, not DDP: ranks may
+  hold unequal rows, see ``train/dist.py``); minibatch partitions are drawn by rank 0 over the
+  global batch; the anchor loss is weighted by each rank's share of image tokens;
+- advantages are computed on every rank's rewards gathered in global order, so REINFORCE++'s
+  batch whitening uses global statistics (the group estimators are unchanged); DAPO dynamic
+  sampling keeps the first groups with spread in global order, as one process would;
+- sampling differs per rank: rank 0 keeps the run's RNG, rank r ≥ 1 seeds from
+  ``(train.seed, r, step)`` or restores its own state from the checkpoint, so a resume at the
+  same W is exact; at another W rank 0 continues its stream and new ranks start derived ones;
+- metrics are reduced (loss shares summed, times maxed, other means weighted by rollouts);
+  rank 0 alone evaluates (others wait at a barrier) and writes metrics.jsonl, tensorboard,
+  rollouts (its shard), checkpoints and the report; checkpoints load at any W.
+Not implemented: FSDP2 sharding (sampling with HF ``generate`` would need every rank in step
+for each token, evaluation on all ranks, and balanced micro-batches; see README).
 """
 
 from __future__ import annotations
@@ -36,21 +58,41 @@ from vlmrl.eval.diagnostics import training_diagnostics
 from vlmrl.eval.drift import build_drift_monitor
 from vlmrl.eval.report import write_report
 from vlmrl.models import load_policy
+from vlmrl.models.lora import has_lora
 from vlmrl.models.vision import apply_vision_policy
 from vlmrl.rewards.plugins import reward_from_config
 from vlmrl.rewards.sr1 import SR1
 from vlmrl.rollout.batch import RolloutBatch, concat_batches, encode_prompts, select_prompts
 from vlmrl.rollout.vllm_engine import build_engine
 from vlmrl.train.anchor import build_anchor
-from vlmrl.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from vlmrl.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainable,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from vlmrl.train.credit import check_credit, concat_parts, stack_parts, token_advantages
-from vlmrl.train.metrics import MetricsLogger
+from vlmrl.train.dist import (
+    barrier,
+    broadcast_params,
+    first_across_ranks,
+    gather_rng_states,
+    global_advantages,
+    init_distributed,
+    reduce_metrics,
+    seed_rank_rng,
+)
+from vlmrl.train.env_round import env_rollout_round, evaluate_multiturn, write_env_rollouts
+from vlmrl.train.memory import apply_memory_options, needs_reference_copy, reference_logprobs_of
+from vlmrl.train.metrics import MetricsLogger, NullLogger
+from vlmrl.train.noisy import noisy_reward_metrics, noisy_rollouts
 from vlmrl.train.optim import build_optimizer, lr_factor, set_lr
 from vlmrl.train.rollout_log import write_rollouts
 from vlmrl.train.seeding import seed_everything
 from vlmrl.train.sr1 import apply_sr1
 from vlmrl.train.stream import PromptStream, eval_samples
-from vlmrl.train.update import UpdateSpec, policy_update, reference_logprobs
+from vlmrl.train.update import UpdateSpec, policy_update
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +108,35 @@ class GRPOTrainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.log.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.dist, device = init_distributed(cfg.model.device)  # torchrun / accelerate: one rank each
+        if cfg.train.batch_prompts % self.dist.world:
+            raise ValueError(
+                f"train.batch_prompts: {cfg.train.batch_prompts} prompts cannot be split evenly over "
+                f"{self.dist.world} processes; use a multiple of {self.dist.world}"
+            )
         seed_everything(cfg.train.seed)
         ckpt = latest_checkpoint(self.run_dir) if resume else None
         if resume and ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
         m = cfg.model
+        # a LoRA checkpoint's model/ is merged: resume from the base plus its unmerged trainable.safetensors
+        lora_ckpt = ckpt is not None and (ckpt / "trainable.safetensors").exists()
         self.policy = load_policy(
-            ckpt / "model" if ckpt else m.path,
+            ckpt / "model" if ckpt and not lora_ckpt else m.path,
             m.dtype,
-            m.device,
+            device,
             m.attn_implementation,
             min_pixels=m.min_pixels,
             max_pixels=m.max_pixels,
         )
         apply_vision_policy(self.policy.model, cfg.vision.train)
-        self.ref = None
-        if cfg.algo.kl_coef > 0:
-            self.ref = load_policy(m.path, m.dtype, m.device, m.attn_implementation).model.eval()
+        apply_memory_options(self.policy.model, cfg)  # model.lora, train.gradient_checkpointing
+        if lora_ckpt:
+            load_trainable(ckpt, self.policy.model)
+        broadcast_params(self.policy.model)  # replicas start identical (no-op in one process)
+        self.ref = None  # with only LoRA adapters training, the reference is the policy, adapters off
+        if needs_reference_copy(self.policy.model, cfg.algo.kl_coef):
+            self.ref = load_policy(m.path, m.dtype, device, m.attn_implementation).model.eval()
             self.ref.requires_grad_(False)
         self.engine = build_engine(self.policy, cfg)  # rollout.engine: hf | vllm
         self.reward_fn = reward_from_config(cfg.reward)
@@ -93,19 +147,26 @@ class GRPOTrainer:
             )
         self.anchor = build_anchor(cfg, self.policy.model, self.ref, ckpt is not None)  # before any update
         self.optimizer = build_optimizer(self.policy.model, cfg.train, cfg.vision.lr_scale)
-        self.spec = UpdateSpec(cfg.algo, cfg.train, cfg.rollout.temperature, cfg.rollout.max_new_tokens)
+        # env runs: a completion is a whole episode, so token-sum normalisers use its token budget
+        norm_tokens = cfg.env.max_total_tokens if cfg.env.name else cfg.rollout.max_new_tokens
+        self.spec = UpdateSpec(cfg.algo, cfg.train, cfg.rollout.temperature, norm_tokens)
+        self.trajectories: list = []  # env runs: the last round's episodes (for the rollout log)
         self.step = 0
         self.report_path: Path | None = None
         position = 0
         if ckpt is not None:
             state = load_checkpoint(ckpt, self.optimizer)
             self.step, position = state["step"], state["data_position"]
+        seed_rank_rng(cfg.train.seed, self.step, ckpt)  # ranks ≥ 1 sample from their own streams
         self.stream = PromptStream(cfg.data, position)
         self.eval_set = eval_samples(cfg.data)
         # before any update; a resumed run measures against cfg.model.path (the KL reference is that model)
-        self.drift = build_drift_monitor(self.policy, self.eval_set, cfg, ckpt is not None, self.ref)
-        save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = MetricsLogger(self.run_dir, cfg.log.tensorboard, cfg.log.wandb, config_to_dict(cfg))
+        self.drift = None
+        self.logger: MetricsLogger | NullLogger = NullLogger()
+        if self.dist.is_main:  # rank 0 evaluates and writes the run directory
+            self.drift = build_drift_monitor(self.policy, self.eval_set, cfg, ckpt is not None, self.ref)
+            save_config(cfg, self.run_dir / "config.yaml")
+            self.logger = MetricsLogger(self.run_dir, cfg.log.tensorboard, cfg.log.wandb, config_to_dict(cfg))
         if ckpt is not None:
             self.logger.truncate_after(self.step)
 
@@ -131,13 +192,24 @@ class GRPOTrainer:
     def _rollout_round(self, k: int) -> tuple[list[Sample], RolloutBatch, torch.Tensor, dict, dict]:
         """Sample ``k`` prompts × G completions and score them (totals, metrics, parts per completion)."""
         cfg = self.cfg
-        samples = self.stream.next(k)
+        samples = self.stream.next_shard(k, self.dist.rank, self.dist.world)  # this rank's k / W
+        if cfg.env.name is not None:  # multi-turn episodes with tools; the env's trajectory reward
+            batch, self.trajectories, rewards, metrics, parts = env_rollout_round(
+                self.engine, self.policy.processor, cfg, samples
+            )
+            return samples, batch, rewards, metrics, parts
         enc = encode_prompts(
             self.policy.processor,
             [build_messages(s, cfg.data.template) for s in samples],
             [s.images for s in samples],
         )
-        batch = self.engine.generate(enc, cfg.rollout.n)
+        is_noisy = None
+        if cfg.rollout.noisy_frac > 0:  # NoisyRollout: part of each group from a noised image
+            batch, is_noisy, noise_metrics = noisy_rollouts(
+                self.engine, self.policy, enc, samples, cfg, self.step
+            )
+        else:
+            batch = self.engine.generate(enc, cfg.rollout.n)
         rewards, metrics, parts = self._score(samples, batch.texts, batch.prompt_index.tolist())
         if cfg.algo.sr1_check:  # one greedy text-only pass: answer from the model's own <look> text
             rewards, parts, sr1_metrics = apply_sr1(
@@ -155,6 +227,8 @@ class GRPOTrainer:
         if cfg.algo.overlong_penalty:
             truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
             rewards = rewards - cfg.algo.overlong_penalty * truncated.float()
+        if is_noisy is not None:
+            metrics |= noise_metrics | noisy_reward_metrics(rewards, is_noisy)
         return samples, batch, rewards, metrics, parts
 
     def _collect(self) -> tuple[list[Sample], RolloutBatch, torch.Tensor, dict, dict]:
@@ -169,9 +243,10 @@ class GRPOTrainer:
         n_kept, n_seen, rounds = 0, 0, 0
         while True:
             rounds += 1
-            n_seen += len(samples)
+            n_seen += b
             spread = [g for g in range(len(samples)) if float(rewards[batch.prompt_index == g].std()) > 0]
-            spread = spread[: b - n_kept]
+            # the first b − n_kept in global prompt order, as one process would keep them
+            spread, n_new = first_across_ranks(spread, b - n_kept)
             if spread:
                 rows = torch.cat([(batch.prompt_index == g).nonzero().flatten() for g in spread])
                 kept.append(
@@ -182,7 +257,7 @@ class GRPOTrainer:
                         {k: v[rows] for k, v in parts.items()},
                     )
                 )
-                n_kept += len(spread)
+            n_kept += n_new
             if n_kept >= b or rounds >= cfg.algo.dynamic_sampling_max_rounds:
                 break
             samples, batch, rewards, _, parts = self._rollout_round(b)
@@ -203,8 +278,10 @@ class GRPOTrainer:
         t_gen = time.perf_counter() - t0
         truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
         ref_logp = None
-        if self.ref is not None:
-            ref_logp = reference_logprobs(self.ref, batch, cfg.train.micro_batch, cfg.rollout.temperature)
+        if cfg.algo.kl_coef > 0:
+            ref_logp = reference_logprobs_of(
+                self.ref, self.policy.model, batch, cfg.train.micro_batch, cfg.rollout.temperature
+            )
             if cfg.algo.kl_placement == "reward":
                 kl = (
                     kl_penalty(batch.sampler_logprobs, ref_logp, cfg.algo.kl_estimator)
@@ -220,6 +297,7 @@ class GRPOTrainer:
             batch,
             self.policy.tokenizer,
             batch.texts,
+            advantages_fn=global_advantages,  # batch-wide statistics over every rank
         )
         metrics |= credit_metrics
         set_lr(
@@ -227,8 +305,9 @@ class GRPOTrainer:
         )
         t1 = time.perf_counter()
         metrics |= policy_update(
-            self.policy.model, self.optimizer, batch, adv_tok, self.spec, ref_logp, anchor=self.anchor
-        )
+            self.policy.model, self.optimizer, batch, adv_tok, self.spec, ref_logp, anchor=self.anchor,
+            step=self.step,
+        )  # fmt: skip
         self.engine.mark_stale()  # a vLLM engine re-syncs its weights before the next generation
         self.step += 1
         lengths = batch.completion_lengths.float()
@@ -248,15 +327,35 @@ class GRPOTrainer:
         if ref_logp is not None:
             kl = kl_penalty(batch.sampler_logprobs, ref_logp, cfg.algo.kl_estimator) * batch.completion_mask
             metrics["actor/kl_ref"] = float(kl.sum() / batch.completion_mask.sum().clamp(min=1))
-        write_rollouts(
-            self.run_dir, self.step, samples, batch, rewards, parts, cfg.log.rollouts_per_step
-        )
+        metrics = reduce_metrics(metrics, batch.size)  # one dict for the run, the same on every rank
+        if self.dist.is_main and cfg.env.name is not None:
+            write_env_rollouts(
+                self.run_dir, self.step, samples, batch, self.trajectories, rewards, parts,
+                cfg.log.rollouts_per_step,
+            )  # fmt: skip
+        elif self.dist.is_main:  # rank 0's shard: the first prompts of the global batch
+            write_rollouts(
+                self.run_dir, self.step, samples, batch, rewards, parts, cfg.log.rollouts_per_step
+            )
         return metrics
 
     # ------------------------------------------------------------------ loop
     def evaluate(self) -> dict[str, float]:
+        """Held-out metrics, computed by rank 0 while the other ranks wait (they get ``{}``)."""
+        if not self.dist.is_main:
+            barrier()
+            return {}
+        try:
+            return self._evaluate()
+        finally:
+            barrier()
+
+    def _evaluate(self) -> dict[str, float]:
         if not self.eval_set:
             return {}
+        if self.cfg.env.name is not None:  # greedy multi-turn episodes; env/* metrics beside accuracy
+            res = evaluate_multiturn(self.policy, self.eval_set, self.cfg, self.cfg.eval.batch_size)
+            return {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float))}
         res = evaluate(
             self.policy,
             self.eval_set,
@@ -272,11 +371,16 @@ class GRPOTrainer:
         )
 
     def save(self) -> Path:
-        state = {"step": self.step, "data_position": self.stream.position}
-        path = save_checkpoint(
-            self.run_dir / "checkpoints" / f"step_{self.step}", self.policy, self.optimizer, state
-        )
-        prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
+        """Rank 0 writes the checkpoint (the replicas are identical); every rank's RNG goes in it."""
+        state = {"step": self.step, "data_position": self.stream.position, "world_size": self.dist.world}
+        if has_lora(self.policy.model):
+            state["lora_base"] = self.cfg.model.path  # model/ is merged; trainable.safetensors fits this base
+        path = self.run_dir / "checkpoints" / f"step_{self.step}"
+        extra_rng = gather_rng_states()  # a collective: every rank
+        if self.dist.is_main:
+            save_checkpoint(path, self.policy, self.optimizer, state, extra_rng)
+            prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
+        barrier()
         return path
 
     def train(self, on_step=None) -> list[dict[str, Any]]:
@@ -301,6 +405,8 @@ class GRPOTrainer:
             if (cfg.train.save_every and self.step % cfg.train.save_every == 0) or last:
                 self.save()
         self.logger.close()
+        if not self.dist.is_main:
+            return history
         try:
             self.report_path = write_report(self.run_dir)
         except Exception as e:  # the report is a convenience: a finished run must not die of it

@@ -68,3 +68,16 @@ def _clean(v: Any) -> Any:
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     p = Path(run_dir) / "metrics.jsonl"
     return [json.loads(ln) for ln in p.read_text().splitlines() if ln] if p.exists() else []
+
+
+class NullLogger:
+    """What ranks other than 0 log to under torch.distributed: nothing (rank 0 writes the run)."""
+
+    def truncate_after(self, step: int) -> None:
+        pass
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

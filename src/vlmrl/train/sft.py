@@ -19,6 +19,7 @@ from vlmrl.eval.accuracy import evaluate
 from vlmrl.models import load_policy
 from vlmrl.rollout.batch import batch_from_completions, completion_logprobs, encode_prompts, training_inputs
 from vlmrl.train.metrics import MetricsLogger
+from vlmrl.train.optim import can_fuse
 from vlmrl.train.seeding import seed_everything
 from vlmrl.train.stream import PromptStream, eval_samples
 
@@ -72,15 +73,28 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
     from vlmrl.rewards.plugins import reward_from_config
 
     reward_fn = reward_from_config(cfg.reward)
-    opt = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad], lr=cfg.sft.lr)
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.sft.lr, fused=can_fuse(params) or None)  # fused: see optim.py
     logger = MetricsLogger(out / "sft_logs", tensorboard=cfg.log.tensorboard)
-    before = evaluate(
-        policy, evals, cfg.data.template, reward_fn, cfg.eval.max_new_tokens, cfg.eval.batch_size
-    )
+    def held_out() -> dict:
+        if cfg.env.name is not None:  # greedy multi-turn episodes (train/env_round.py)
+            from vlmrl.train.env_round import evaluate_multiturn
+
+            return evaluate_multiturn(policy, evals, cfg, cfg.eval.batch_size)
+        return evaluate(
+            policy, evals, cfg.data.template, reward_fn, cfg.eval.max_new_tokens, cfg.eval.batch_size
+        )
+
+    before = held_out()
     policy.model.train()
     t0 = time.perf_counter()
     for step in range(1, cfg.sft.steps + 1):
-        loss = sft_loss(policy, stream.next(cfg.sft.batch_size), cfg.data.template)
+        if cfg.env.name is not None:  # multi-turn tool traces, loss on the assistant turns (train/sft_env.py)
+            from vlmrl.train.sft_env import env_sft_loss
+
+            loss = env_sft_loss(policy, stream.next(cfg.sft.batch_size), cfg)
+        else:
+            loss = sft_loss(policy, stream.next(cfg.sft.batch_size), cfg.data.template)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.model.parameters(), 1.0)
@@ -90,9 +104,7 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
             logger.log(step, row)
             if on_log:
                 on_log(step, row)
-    after = evaluate(
-        policy, evals, cfg.data.template, reward_fn, cfg.eval.max_new_tokens, cfg.eval.batch_size
-    )
+    after = held_out()
     logger.log(
         cfg.sft.steps, {"eval/accuracy_before": before["accuracy"], "eval/accuracy": after["accuracy"]}
     )

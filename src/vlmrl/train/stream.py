@@ -50,6 +50,17 @@ class PromptStream:
         self.position += k
         return out
 
+    def next_shard(self, total: int, rank: int = 0, world: int = 1) -> list[Sample]:
+        """Rank ``rank``'s contiguous share of the next ``total`` samples: positions
+        ``[p + rank·k, p + (rank+1)·k)`` with ``k = total / world``; advances by ``total`` (the
+        position stays global, so a checkpoint resumes at any world size)."""
+        if total % world:
+            raise ValueError(f"train.batch_prompts: {total} must be divisible by the {world} processes")
+        k = total // world
+        out = [self._at(self.position + rank * k + j) for j in range(k)]
+        self.position += total
+        return out
+
 
 def eval_samples(cfg: DataConfig) -> list[Sample]:
     """The held-out split: a disjoint procedural split, or ``data.eval_path``."""

@@ -6,7 +6,9 @@ it is the sampler's log-probs, which equal the training forward's to ~1e-6 on CP
 every processor output is carried, see ``vlmrl.rollout.batch``).
 
 Micro-batches are normalised by the token / sequence counts of the whole minibatch, so the
-summed micro-batch gradients equal the full minibatch gradient (tested: 1×4 vs 4×1).
+summed micro-batch gradients equal the full minibatch gradient (tested: 1×4 vs 4×1). Under
+torch.distributed the counts are summed over ranks and so are the gradients, once per optimizer
+step (:mod:`vlmrl.train.dist`): W processes make the update one process makes (tested, gloo).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import torch
 
 from vlmrl.algos import agg_loss, compute_policy_loss, entropy_from_logits, global_counts, kl_penalty
 from vlmrl.config.schema import AlgoConfig, LoopConfig
-from vlmrl.rollout.batch import RolloutBatch, completion_logprobs, training_inputs
+from vlmrl.rollout.batch import RolloutBatch
+from vlmrl.rollout.shared_prompt import rollout_logprobs
 from vlmrl.train.anchor import FeatureAnchor
+from vlmrl.train.dist import minibatch_rows, rank_share, reduce_counts, sync_grads
+from vlmrl.train.papo import PAPO_METRICS, masked_batch, merge_size, papo_micro_batch
 
 
 @dataclass
@@ -44,14 +49,19 @@ def _loss_kwargs(spec: UpdateSpec, tokens, seqs) -> dict:
     }
 
 
+def _image_tokens(prompt_inputs: dict[str, torch.Tensor]) -> float:
+    """Patches of the prompts' images (0 without images): the anchor loss averages over them."""
+    grid = prompt_inputs.get("image_grid_thw")
+    return float(grid.prod(-1).sum()) if grid is not None else 0.0
+
+
 @torch.no_grad()
 def reference_logprobs(ref_model, batch: RolloutBatch, micro_batch: int, temperature: float) -> torch.Tensor:
     """log π_ref of every completion token, ``[N, C]`` (micro-batched, no grad)."""
     out = []
     for start in range(0, batch.size, micro_batch):
         rows = list(range(start, min(start + micro_batch, batch.size)))
-        inputs, _ = training_inputs(batch, rows)
-        lp, _ = completion_logprobs(ref_model, inputs, batch.completion_ids[rows], temperature)
+        lp, _ = rollout_logprobs(ref_model, batch, rows, temperature)  # each prompt once (shared_prompt.py)
         out.append(lp)
     return torch.cat(out) * (
         batch.completion_lengths.unsqueeze(1) > torch.arange(batch.completion_ids.shape[1])
@@ -67,13 +77,19 @@ def policy_update(
     ref_logp: torch.Tensor | None = None,  # [N, C]
     generator: torch.Generator | None = None,
     anchor: FeatureAnchor | None = None,
+    step: int = 0,
 ) -> dict[str, float]:
     """Run the update in place; returns means of the loss metrics over optimizer steps.
 
     ``anchor`` (``vision.anchor_coef > 0``) adds ``coef × L_anchor`` once per optimizer step, over
     the whole rollout batch's images (see :mod:`vlmrl.train.anchor`); logged as ``vision/anchor_loss``.
+    ``algo.papo_coef > 0`` adds PAPO's perception term per micro-batch, with masks drawn from
+    ``(train.seed, step)`` (see :mod:`vlmrl.train.papo`); logged as ``actor/papo_*``.
     """
     loop, algo = spec.loop, spec.algo
+    masked = None
+    if algo.papo_coef > 0:  # one mask per prompt for the whole step (all epochs and micro-batches)
+        masked = masked_batch(batch, algo.papo_mask_ratio, merge_size(model), loop.seed, step)
     on_policy = loop.epochs == 1 and loop.minibatches == 1
     mask = batch.completion_mask  # [N, C]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -81,22 +97,17 @@ def policy_update(
     n_opt = 0
     model.train()
     for _ in range(loop.epochs):
-        order = (
-            torch.randperm(batch.size, generator=generator)
-            if loop.minibatches > 1
-            else torch.arange(batch.size)
-        )
-        for mb in order.chunk(loop.minibatches):
-            tokens, seqs = global_counts(mask[mb])
+        # this rank's rows of each minibatch (one process: randperm / arange chunks; see train/dist.py)
+        for mb in minibatch_rows(batch.size, loop.minibatches, generator):
+            tokens, seqs = reduce_counts(*global_counts(mask[mb]))  # over all ranks
             if tokens.item() == 0:
                 continue
             optimizer.zero_grad(set_to_none=True)
+            # a group's rows side by side, so a micro-batch shares its prompts' forward (the sum is the same)
+            mb = mb[torch.argsort(batch.prompt_index[mb], stable=True)]
             for micro in mb.split(loop.micro_batch):
                 rows = micro.tolist()
-                inputs, _ = training_inputs(batch, rows)
-                logp, logits = completion_logprobs(
-                    model, inputs, batch.completion_ids[rows], spec.temperature
-                )
+                logp, logits = rollout_logprobs(model, batch, rows, spec.temperature)  # shared_prompt.py
                 m = mask[rows]
                 old = logp.detach() if on_policy else batch.sampler_logprobs[rows]
                 pg, pg_metrics = compute_policy_loss(
@@ -116,25 +127,35 @@ def policy_update(
                     )
                     loss = loss + algo.kl_coef * kl
                     metrics["actor/kl_loss"] = kl.item()
-                ent = agg_loss(entropy_from_logits(logits), m, "token_mean", global_tokens=tokens)
+                ent_tok = entropy_from_logits(logits)  # [n, C]
+                ent = agg_loss(ent_tok, m, "token_mean", global_tokens=tokens)
                 if algo.entropy_coef:
                     loss = loss - algo.entropy_coef * ent
                 metrics["actor/entropy"] = ent.item()
+                if masked is not None:
+                    papo, papo_metrics = papo_micro_batch(
+                        model, masked, rows, logp, ent_tok, m, spec, tokens, seqs
+                    )
+                    loss = loss + papo
+                    metrics |= papo_metrics
                 loss.backward()
                 for k, v in metrics.items():
                     # pg_loss / kl / entropy are already fractions of the minibatch total: add them up.
                     share = (
                         1.0
-                        if k in ("actor/pg_loss", "actor/kl_loss", "actor/entropy")
+                        if k in ("actor/pg_loss", "actor/kl_loss", "actor/entropy", *PAPO_METRICS)
                         else len(rows) / len(mb)
                     )
                     sums[k] = sums.get(k, 0.0) + v * share
             if anchor is not None:
                 a_loss = anchor.loss(model, batch.prompt_inputs)
+                # a mean over this rank's image tokens; weight it to a mean over every rank's
+                a_share = rank_share(_image_tokens(batch.prompt_inputs))
                 if a_loss is not None:
                     if a_loss.requires_grad:  # a frozen tower has nothing to anchor
-                        (anchor.coef * a_loss).backward()
+                        (anchor.coef * a_share * a_loss).backward()
                     sums["vision/anchor_loss"] = sums.get("vision/anchor_loss", 0.0) + a_loss.item()
+            sync_grads(params)  # sum over ranks (no-op in one process)
             if loop.grad_clip > 0:
                 gnorm = torch.nn.utils.clip_grad_norm_(params, loop.grad_clip)
             else:

@@ -5,7 +5,18 @@ Importing this package registers every task; ``get_task(name, **knobs)`` builds 
 """
 
 # Imported for their @register_task side effect.
-from vlmrl.data.tasks import chart, count, geometry, ground, pope, simple, spatial  # noqa: F401
+from vlmrl.data.tasks import (  # noqa: F401
+    chart,
+    chart_calc,
+    count,
+    geometry,
+    ground,
+    measure,
+    pope,
+    simple,
+    spatial,
+    zoom,
+)
 from vlmrl.data.tasks.base import COLORS, PALETTE, SHAPES, TaskGenerator
 from vlmrl.data.tasks.registry import TASKS, generate, get_task, register_task, task_names
 

@@ -1,0 +1,147 @@
+"""The trainer's multi-turn pieces (``env.name`` set): one rollout round, held-out evaluation, the log.
+
+A round samples B prompts × G episodes with :func:`vlmrl.rollout.multiturn.multiturn_rollout`;
+each episode's reward is its environment's trajectory reward (``env.reward()``: accuracy,
+format, tool bonus, call cost, budget penalty, each logged as ``reward/<part>``), not the
+``reward.*`` functions of single-turn runs. Evaluation is greedy and multi-turn: accuracy is
+the mean of the trajectory reward's ``accuracy`` part.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlmrl.config import TrainConfig
+from vlmrl.data import Sample
+from vlmrl.rollout.batch import RolloutBatch
+from vlmrl.rollout.hf_engine import HFEngine
+from vlmrl.rollout.multiturn import (
+    MultiTurnSpec,
+    Trajectory,
+    episode_metrics,
+    multiturn_rollout,
+    trajectory_log,
+)
+from vlmrl.train.credit import stack_parts
+
+
+def env_factory(cfg: TrainConfig):
+    """``make_env(env.name, max_turns=…, max_tool_calls=…, **env.kwargs)``: a fresh env per call."""
+    from vlmrl.envs import make_env
+
+    e = cfg.env
+    return make_env(e.name, **{"max_turns": e.max_turns, "max_tool_calls": e.max_tool_calls, **e.kwargs})
+
+
+def spec_from_config(cfg: TrainConfig, group_size: int, greedy: bool = False) -> MultiTurnSpec:
+    e = cfg.env
+    return MultiTurnSpec(group_size, e.max_turns, e.turn_max_new_tokens, e.max_total_tokens, greedy)
+
+
+def score_trajectories(trajs: list[Trajectory]) -> tuple[torch.Tensor, dict, dict[str, torch.Tensor]]:
+    """Totals ``[N]``, mean of each reward part (``reward/…``) and each part per episode ``[N]``."""
+    rbs = [t.env.reward() for t in trajs]
+    parts: dict[str, list[float]] = defaultdict(list)
+    for rb in rbs:
+        for k, v in rb.parts.items():
+            parts[k].append(v)
+    return (
+        torch.tensor([rb.total for rb in rbs], dtype=torch.float32),
+        {f"reward/{k}": float(np.mean(v)) for k, v in parts.items()},
+        stack_parts([rb.parts for rb in rbs]),
+    )
+
+
+def env_rollout_round(
+    engine, processor, cfg: TrainConfig, samples: list[Sample], make_env=None
+) -> tuple[RolloutBatch, list[Trajectory], torch.Tensor, dict, dict[str, torch.Tensor]]:
+    """One round: the batch, its episodes, rewards ``[N]``, ``reward/*`` + ``env/*`` metrics, parts."""
+    make_env = make_env or env_factory(cfg)
+    batch, trajs = multiturn_rollout(
+        engine, processor, make_env, samples, spec_from_config(cfg, cfg.rollout.n)
+    )
+    rewards, metrics, parts = score_trajectories(trajs)
+    if cfg.algo.overlong_penalty:  # budget stops count as truncated
+        rewards = rewards - cfg.algo.overlong_penalty * torch.tensor([t.budget_hit for t in trajs]).float()
+    return batch, trajs, rewards, metrics | episode_metrics(trajs), parts
+
+
+def evaluate_multiturn(
+    policy, samples: list[Sample], cfg: TrainConfig, batch_size: int = 50, make_env=None, return_outputs=False
+) -> dict[str, Any]:
+    """Greedy multi-turn episodes on ``samples``: accuracy (the reward's ``accuracy`` part), reward,
+    and the ``env/*`` episode metrics (as ``tool_calls_per_episode``, ...), overall and per task."""
+    make_env = make_env or env_factory(cfg)
+    engine = HFEngine(policy, max_new_tokens=cfg.env.turn_max_new_tokens)
+    by_task: dict[str, list[float]] = defaultdict(list)
+    rewards, outputs, all_trajs = [], [], []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        _, trajs = multiturn_rollout(
+            engine, policy.processor, make_env, chunk, spec_from_config(cfg, 1, True)
+        )
+        for s, t in zip(chunk, trajs, strict=True):
+            rb = t.env.reward()
+            acc = rb.parts.get("accuracy", rb.total)
+            by_task[s.task].append(acc)
+            rewards.append(rb.total)
+            outputs.append(
+                {"id": s.id, "turns": [tu.text for tu in t.turns if tu.role == "assistant"],
+                 "answer": s.answer, "accuracy": acc}
+            )  # fmt: skip
+        all_trajs += trajs
+    accs = [a for v in by_task.values() for a in v]
+    res: dict[str, Any] = {
+        "accuracy": float(np.mean(accs)) if accs else 0.0,
+        "reward": float(np.mean(rewards)) if rewards else 0.0,
+    }
+    res |= {k.removeprefix("env/"): v for k, v in episode_metrics(all_trajs).items()}
+    if len(by_task) > 1:
+        res |= {f"accuracy/{t}": float(np.mean(v)) for t, v in by_task.items()}
+    if return_outputs:
+        res["outputs"] = outputs
+    return res
+
+
+def write_env_rollouts(
+    run_dir: Path,
+    step: int,
+    samples: list[Sample],
+    batch: RolloutBatch,
+    trajs: list[Trajectory],
+    rewards: torch.Tensor,
+    parts: dict[str, torch.Tensor],
+    limit: int,
+) -> None:
+    """``rollouts/step_N.jsonl`` for env runs: the single-turn fields (``completion`` = the last
+    model turn) plus ``trajectory`` (every turn: role, text, image files, tool call, validity;
+    and the sample, so :func:`vlmrl.rollout.multiturn.replay` can play it again)."""
+    if limit <= 0:
+        return
+    out = Path(run_dir) / "rollouts"
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / f"step_{step}.jsonl").open("w") as f:
+        for i in range(min(limit, batch.size)):
+            s = samples[int(batch.prompt_index[i])]
+            traj = trajectory_log(trajs[i], s, out, f"step{step}_r{i}")
+            row = {
+                "step": step,
+                "sample_id": s.id,
+                "task": s.task,
+                "problem": s.problem,
+                "answer": s.answer,
+                "images": traj["sample"]["images"],
+                "completion": batch.texts[i],
+                "finish_reason": batch.finish_reasons[i],
+                "reward": float(rewards[i]),
+                "reward_parts": {k: float(v[i]) for k, v in parts.items()},
+                "group": int(batch.prompt_index[i]),
+                "trajectory": traj,
+            }
+            f.write(json.dumps(row) + "\n")
