@@ -166,6 +166,9 @@ def completion_logprobs(
     Only the last C+1 positions' logits are computed (``logits_to_keep``): position t predicts t+1.
     """
     c = completion_ids.shape[1]
+    dev = next(model.parameters()).device  # rollouts live on the CPU; the model may be on a GPU
+    inputs = {k: v.to(dev) for k, v in inputs.items()}
+    completion_ids = completion_ids.to(dev)
     out = model(**inputs, use_cache=False, logits_to_keep=c + 1)
     logits = out.logits[:, -(c + 1) : -1, :].float() / temperature  # [n, C, V]
     return token_logprobs(logits, completion_ids), logits

@@ -63,7 +63,7 @@ def reference_logprobs(ref_model, batch: RolloutBatch, micro_batch: int, tempera
         rows = list(range(start, min(start + micro_batch, batch.size)))
         lp, _ = rollout_logprobs(ref_model, batch, rows, temperature)  # each prompt once (shared_prompt.py)
         out.append(lp)
-    return torch.cat(out) * (
+    return torch.cat(out).cpu() * (  # on the CPU, with the rest of the rollout batch
         batch.completion_lengths.unsqueeze(1) > torch.arange(batch.completion_ids.shape[1])
     )
 
@@ -93,6 +93,7 @@ def policy_update(
     on_policy = loop.epochs == 1 and loop.minibatches == 1
     mask = batch.completion_mask  # [N, C]
     params = [p for p in model.parameters() if p.requires_grad]
+    dev = params[0].device if params else torch.device("cpu")  # the loss is computed where the model is
     sums: dict[str, float] = {}
     n_opt = 0
     model.train()
@@ -108,17 +109,17 @@ def policy_update(
             for micro in mb.split(loop.micro_batch):
                 rows = micro.tolist()
                 logp, logits = rollout_logprobs(model, batch, rows, spec.temperature)  # shared_prompt.py
-                m = mask[rows]
-                old = logp.detach() if on_policy else batch.sampler_logprobs[rows]
+                m = mask[rows].to(dev)
+                old = logp.detach() if on_policy else batch.sampler_logprobs[rows].to(dev)
                 pg, pg_metrics = compute_policy_loss(
-                    algo.loss, logp, old, advantages[rows], m, **_loss_kwargs(spec, tokens, seqs)
+                    algo.loss, logp, old, advantages[rows].to(dev), m, **_loss_kwargs(spec, tokens, seqs)
                 )
                 loss = pg
                 metrics = {f"actor/{k}": v for k, v in pg_metrics.items()}
                 metrics["actor/pg_loss"] = pg.item()
                 if ref_logp is not None and algo.kl_coef > 0 and algo.kl_placement == "loss":
                     kl = agg_loss(
-                        kl_penalty(logp, ref_logp[rows], algo.kl_estimator),
+                        kl_penalty(logp, ref_logp[rows].to(dev), algo.kl_estimator),
                         m,
                         algo.loss_agg,
                         float(spec.max_new_tokens),
