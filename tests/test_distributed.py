@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -153,22 +152,11 @@ def test_shard_needs_divisible_batch(tiny_dir):
     assert halves == whole  # rank r's contiguous share; together the one-process batch
 
 
-PLUGIN = textwrap.dedent('''
-    from vlmrl.rewards import RewardBreakdown, register_reward
-
-    @register_reward("test_letters")
-    def test_letters(completion, sample):
-        """Fraction of letters among the first 8 characters."""
-        return RewardBreakdown(total=sum(c.isalpha() for c in (completion or "")[:8]) / 8)
-''')
-
-
-def _train(run_dir: Path, tiny_dir, plugin: Path, steps: int, procs: int, resume: bool) -> str:
+def _train(run_dir: Path, tiny_dir, reward: list[str], steps: int, procs: int, resume: bool) -> str:
     args = [
         f"model.path={tiny_dir}",
         f"log.run_dir={run_dir}",
-        f"reward.modules=[{plugin}]",
-        "reward.weights={test_letters: 1.0}",
+        *reward,
         "train.batch_prompts=2",
         "rollout.n=4",
         "rollout.max_new_tokens=6",
@@ -183,6 +171,11 @@ def _train(run_dir: Path, tiny_dir, plugin: Path, steps: int, procs: int, resume
         f"train.steps={steps}",
         *(["--resume"] if resume else []),
     ]
+    return _launch(args, procs)
+
+
+def _launch(args: list[str], procs: int) -> str:
+    """``vlmrl train ARGS`` in ``procs`` processes (torchrun when > 1); its stdout."""
     launcher = [sys.executable, "-m", "vlmrl"]
     if procs > 1:
         run = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
@@ -196,13 +189,11 @@ def _train(run_dir: Path, tiny_dir, plugin: Path, steps: int, procs: int, resume
 KEYS = ("reward/total", "actor/pg_loss", "actor/entropy", "actor/grad_norm", "rollout/response_length")
 
 
-def test_torchrun_two_processes_resume_across_world_sizes(tiny_dir, tmp_path):
-    plugin = tmp_path / "reward.py"
-    plugin.write_text(PLUGIN)
+def test_torchrun_two_processes_resume_across_world_sizes(tiny_dir, letters_reward, tmp_path):
     one, two = tmp_path / "b", tmp_path / "c"
-    _train(one, tiny_dir, plugin, steps=1, procs=1, resume=False)
+    _train(one, tiny_dir, letters_reward, steps=1, procs=1, resume=False)
     # a 1-process checkpoint continues in 2 processes
-    out = _train(one, tiny_dir, plugin, steps=3, procs=2, resume=True)
+    out = _train(one, tiny_dir, letters_reward, steps=3, procs=2, resume=True)
     assert out.count("run directory:") == 1  # rank 0 alone prints
     rows = read_metrics(one)
     assert [r["step"] for r in rows] == [0, 1, 2, 3]  # one metrics.jsonl, one line per step
@@ -213,12 +204,34 @@ def test_torchrun_two_processes_resume_across_world_sizes(tiny_dir, tmp_path):
     # the same 2-process run resumed from its step-2 checkpoint: step 3 again, exactly
     shutil.copytree(one, two)
     shutil.rmtree(two / "checkpoints" / "step_3")
-    _train(two, tiny_dir, plugin, steps=3, procs=2, resume=True)
+    _train(two, tiny_dir, letters_reward, steps=3, procs=2, resume=True)
     again = {r["step"]: r for r in read_metrics(two)}
     for k in KEYS:
         assert again[3][k] == pytest.approx(rows[3][k], abs=1e-6), k
     # and a 2-process checkpoint continues in 1 process
-    _train(two, tiny_dir, plugin, steps=4, procs=1, resume=True)
+    _train(two, tiny_dir, letters_reward, steps=4, procs=1, resume=True)
     final = read_metrics(two)
     assert [r["step"] for r in final] == [0, 1, 2, 3, 4]
     assert json.loads((two / "checkpoints" / "step_4" / "state.json").read_text())["data_position"] == 8
+
+
+def test_torchrun_two_processes_train_with_an_env(tiny_dir, tmp_path):
+    """Multi-turn episodes under torchrun: each rank plays its shard of the global batch, the env
+    metrics are reduced over both, rank 0 alone evaluates (greedy episodes) and logs trajectories."""
+    run = tmp_path / "env"
+    args = [
+        f"model.path={tiny_dir}", f"log.run_dir={run}", "data.task=zoom", "env.name=tools",
+        "env.max_turns=2", "env.turn_max_new_tokens=5", "env.max_total_tokens=1200",
+        "train.batch_prompts=2", "rollout.n=2", "train.steps=1", "eval.every=1", "data.eval_size=2",
+        "log.progress=false", "log.tensorboard=false", "log.rollouts_per_step=8", "train.save_every=1",
+    ]  # fmt: skip
+    out = _launch(args, procs=2)
+    assert out.count("run directory:") == 1
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [0, 1]
+    for key in ("env/turns", "env/valid_call_rate", "reward/accuracy", "actor/pg_loss", "eval/accuracy"):
+        assert key in rows[1], key
+    assert 1 <= rows[1]["env/turns"] <= 2
+    logged = [json.loads(x) for x in (run / "rollouts" / "step_1.jsonl").read_text().splitlines()]
+    assert len(logged) == 2 and all(r["trajectory"]["turns"] for r in logged)  # rank 0's 1 prompt × 2
+    assert json.loads((run / "checkpoints" / "step_1" / "state.json").read_text())["data_position"] == 2

@@ -136,3 +136,23 @@ def test_a_zoom_trajectory_with_tool_images_replays_from_its_log(tmp_path):
 
     Image.open(crop_path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(crop_path)
     assert not replay(row, make_env("tools")(), tmp_path).matches
+
+
+def test_vlmrl_eval_runs_multiturn_episodes_and_their_blind_gap(tiny_dir, tmp_path, capsys):
+    """`vlmrl eval` with ``env.name``: greedy multi-turn episodes (tool metrics in the result), the
+    blind conditions through the same episodes, and POPE (single-turn) refused in one line."""
+    from vlmrl.cli.main import main
+
+    args = [
+        f"model.path={tiny_dir}", "data.task=zoom", "data.eval_size=3", "env.name=tools",
+        "env.max_turns=2", "env.turn_max_new_tokens=4", "env.max_total_tokens=1200",
+    ]  # fmt: skip
+    out = tmp_path / "eval.json"
+    assert main(["eval", *args, "--blind", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert {"accuracy", "tool_calls_per_episode", "valid_call_rate", "turns"} <= set(res["accuracy"])
+    assert set(res["blind"]["conditions"]) == {"real", "blank", "noise", "shuffled"}
+    assert res["blind"]["conditions"]["real"]["accuracy"] == res["accuracy"]["accuracy"]
+    assert "blind gap" in capsys.readouterr().out
+    assert main(["eval", *args, "--pope", "2"]) == 2
+    assert "single-turn" in capsys.readouterr().err

@@ -552,7 +552,6 @@ def test_env_step_fuzz_never_raises(turns: list[str]) -> None:
     assert math.isfinite(env.reward().total)
 
 
-
 # ---- registry -----------------------------------------------------------------------------------
 def test_registry_errors_name_what_is_allowed() -> None:
     assert {"tools", "no_tools"} <= set(env_names())

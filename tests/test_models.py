@@ -14,10 +14,8 @@ from vlmrl.rollout.batch import encode_prompts
 
 def test_make_tiny_saves_a_from_pretrained_directory(tiny_dir):
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json"):
-        assert (
-            (tiny_dir / name).exists()
-            or (name == "processor_config.json"
-            and any(tiny_dir.glob("*processor*")))
+        assert (tiny_dir / name).exists() or (
+            name == "processor_config.json" and any(tiny_dir.glob("*processor*"))
         )
     policy = load_policy(tiny_dir)
     assert type(policy.model).__name__ == "Qwen2_5_VLForConditionalGeneration"

@@ -248,3 +248,44 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert attrs.get("visible-rows") == "1", attrs
     attrs, _ = _rendered_body(url + "?step=1&acc=all", tmp_path / "chromium")
     assert attrs.get("visible-rows") == str(PER_STEP), attrs
+
+
+def test_env_turn_view_renders_in_headless_chromium(tiny_dir, tmp_path):
+    """An env run's rows show every turn with its images and tool calls: a real 1-step ``zoom`` run
+    plus one ideal episode (zoom_in on the right region, its crop, the answer) and one hostile call."""
+    from vlmrl.data import generate
+    from vlmrl.envs import make_env, sft_trace
+    from vlmrl.rollout.multiturn import Trajectory, Turn, trajectory_log
+
+    run = tmp_path / "run"
+    env_args = ["env.name=tools", "env.max_turns=2", "env.turn_max_new_tokens=6", "env.max_total_tokens=1200"]
+    over = _overrides(tiny_dir, run, "train.steps=1", "data.task=zoom", "data.template=answer", *env_args)
+    GRPOTrainer(load_config(overrides=over)).train()
+    rollouts = run / "rollouts" / "step_1.jsonl"
+    real = [json.loads(x) for x in rollouts.read_text().splitlines()]
+    s = generate("zoom", 1, seed=3)[0]
+    env = make_env("tools")()
+    traj = Trajectory(env=env, group=0)
+    env.reset(s)
+    for turn in sft_trace(s, "tools"):
+        if turn["role"] == "user":
+            traj.turns.append(Turn("user", turn["text"], list(turn["images"])))
+        else:
+            env.step(turn["text"])
+            traj.turns.append(Turn("assistant", turn["text"], info={"kind": "tool", "valid": True}))
+    ideal = json.loads(json.dumps(trajectory_log(traj, s, rollouts.parent, "ideal")))
+    hostile = "<img src=x onerror=\"document.body.dataset.pwned='1'\">"
+    ideal["turns"][1]["tool_call"] = {"name": "zoom_in", "arguments": {"region": hostile}}
+    with rollouts.open("a") as f:
+        f.write(json.dumps(real[0] | {"sample_id": "ideal", "trajectory": ideal}) + "\n")
+    write_report(run)
+    attrs, dom = _rendered_body((run / "report.html").resolve().as_uri() + "?step=all", tmp_path / "chromium")
+    assert attrs.get("ready") == "1", attrs
+    rows = [*real, {"trajectory": ideal}]
+    n_turns = sum(len(r["trajectory"]["turns"]) for r in rows)
+    n_turn_images = sum(len(t.get("images") or []) for r in rows for t in r["trajectory"]["turns"])
+    n_calls = sum(isinstance(t.get("tool_call"), dict) for r in rows for t in r["trajectory"]["turns"])
+    assert int(attrs["turns"]) == n_turns and int(attrs["turn-images"]) == n_turn_images >= len(rows) + 1
+    assert int(attrs["tool-calls"]) == n_calls >= 1
+    assert int(attrs["images-loaded"]) == int(attrs["images-total"])  # the crops decode too
+    assert "pwned" not in attrs and "zoom_in" in dom

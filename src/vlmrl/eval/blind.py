@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,6 +104,7 @@ def blind_gap(
     conditions: Sequence[str] = CONDITIONS,
     seed: int = 0,
     real: dict[str, Any] | None = None,
+    run: Callable[[list[Sample]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Greedy accuracy of the same prompts under each image condition, and the blind gap.
 
@@ -111,7 +112,10 @@ def blind_gap(
     "blind_gap": float, "blind_gap_by_task": {task: float}}``. ``conditions`` must hold ``real``
     and at least one blind condition. Decoding is :func:`vlmrl.eval.accuracy.evaluate`'s;
     ``real``, an ``evaluate(..., return_outputs=True)`` result on these samples, is reused instead
-    of decoding the real images again (a training eval has just computed it).
+    of decoding the real images again (a training eval has just computed it). ``run``, if given,
+    replaces that decoding: ``run(samples)`` returns the same keys (``accuracy``, ``reward``,
+    ``outputs`` with a per-sample ``accuracy``) — multi-turn episodes use it, where the tools
+    then crop the blank / noise / other image.
     """
     conditions = list(dict.fromkeys(conditions))
     bad = [c for c in conditions if c not in CONDITIONS]
@@ -125,6 +129,8 @@ def blind_gap(
     for cond in conditions:
         if cond == "real" and real is not None and "outputs" in real:
             res = real
+        elif run is not None:
+            res = run(with_condition(samples, cond, seed))
         else:
             res = evaluate(
                 policy,

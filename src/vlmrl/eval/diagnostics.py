@@ -71,8 +71,30 @@ def pope_scene(cfg) -> dict[str, Any]:
 def eval_report(
     policy, samples: list[Sample], cfg, reward_fn, blind: bool = False, pope: int = 0
 ) -> dict[str, Any]:
-    """``vlmrl eval``: ``{"accuracy": evaluate(...), "blind": blind_gap(...)?, "pope": report?}``."""
+    """``vlmrl eval``: ``{"accuracy": evaluate(...), "blind": blind_gap(...)?, "pope": report?}``.
+
+    With ``env.name`` set the accuracy is of greedy multi-turn episodes (tool calls and all) and
+    so are the blind conditions; POPE's yes/no probes are single-turn, so they are refused there.
+    """
     e = cfg.eval
+    if cfg.env.name is not None:
+        if pope > 0:
+            raise ValueError(
+                "vlmrl eval: --pope runs single-turn yes/no probes;"
+                f" it does not apply to env.name={cfg.env.name!r}"
+            )
+        from vlmrl.train.env_round import evaluate_multiturn
+
+        def run(batch: list[Sample]) -> dict[str, Any]:
+            return evaluate_multiturn(policy, batch, cfg, e.batch_size, return_outputs=True)
+
+        real = run(samples)
+        out = {"accuracy": {k: v for k, v in real.items() if k != "outputs"}}
+        if blind:
+            out["blind"] = blind_gap(
+                policy, samples, cfg.data.template, reward_fn, seed=cfg.data.seed, real=real, run=run
+            )
+        return out
     real = evaluate(policy, samples, cfg.data.template, reward_fn, e.max_new_tokens, e.batch_size, True)
     out: dict[str, Any] = {"accuracy": {k: v for k, v in real.items() if k != "outputs"}}
     if blind:

@@ -256,7 +256,7 @@ tr.right td:first-child{border-left:4px solid #2ea043}tr.wrong td:first-child{bo
 """
 
 # Filtering only (also from the URL: report.html?step=all&acc=0&q=text); on load it records, for
-# headless checks, how many images rendered and how many rows exist.
+# headless checks, how many images rendered and how many rows (and env turns, tool calls) exist.
 _JS = """
 (function(){
 var step=document.getElementById('step'),acc=document.getElementById('acc'),q=document.getElementById('q');
@@ -288,7 +288,10 @@ window.addEventListener('load',function(){
  for(var i=0;i<imgs.length;i++){if(imgs[i].complete&&imgs[i].naturalWidth>0){ok++;}}
  var b=document.body.dataset;
  b.imagesLoaded=ok;b.imagesTotal=imgs.length;b.rows=document.querySelectorAll('tr.row').length;
- b.curves=document.querySelectorAll('img.curve').length;b.ready='1';
+ b.curves=document.querySelectorAll('img.curve').length;
+ b.turns=document.querySelectorAll('div.turn').length;
+ b.turnImages=document.querySelectorAll('div.turn img').length;
+ b.toolCalls=document.querySelectorAll('div.turn div.call').length;b.ready='1';
 });
 })();
 """

@@ -331,8 +331,11 @@ def seed_rank_rng(seed: int, step: int, ckpt: Path | None) -> None:
     if ckpt is not None:
         from safetensors.torch import load_file
 
-        saved = {k.split(".", 1)[1]: v for k, v in load_file(Path(ckpt) / "rng.safetensors").items()
-                 if k.startswith(f"rank{r}.")}
+        saved = {
+            k.split(".", 1)[1]: v
+            for k, v in load_file(Path(ckpt) / "rng.safetensors").items()
+            if k.startswith(f"rank{r}.")
+        }
     if "torch_cpu" in saved:
         torch.set_rng_state(saved["torch_cpu"])
         if "torch_cuda" in saved and torch.cuda.is_available():

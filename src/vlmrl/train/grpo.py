@@ -334,9 +334,7 @@ class GRPOTrainer:
                 cfg.log.rollouts_per_step,
             )  # fmt: skip
         elif self.dist.is_main:  # rank 0's shard: the first prompts of the global batch
-            write_rollouts(
-                self.run_dir, self.step, samples, batch, rewards, parts, cfg.log.rollouts_per_step
-            )
+            write_rollouts(self.run_dir, self.step, samples, batch, rewards, parts, cfg.log.rollouts_per_step)
         return metrics
 
     # ------------------------------------------------------------------ loop

@@ -76,6 +76,7 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
     params = [p for p in policy.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.sft.lr, fused=can_fuse(params) or None)  # fused: see optim.py
     logger = MetricsLogger(out / "sft_logs", tensorboard=cfg.log.tensorboard)
+
     def held_out() -> dict:
         if cfg.env.name is not None:  # greedy multi-turn episodes (train/env_round.py)
             from vlmrl.train.env_round import evaluate_multiturn

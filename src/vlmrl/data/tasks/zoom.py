@@ -86,10 +86,13 @@ class ZoomTask(TaskGenerator):
         patterns: tuple[str, ...] = PATTERNS,
         distractors: int = 0,
         view: int = 112,
+        say_region: bool = False,
     ) -> None:
         """Knobs: ``size`` image side; ``grid`` 3 or 2 (region names); ``tile`` pattern side,
         ``stripe`` band width, ``frame`` frame width, ``ramp`` fade width (px); ``patterns`` the
-        answer set; ``distractors`` blue-framed tiles; ``view`` the side the model's processor
+        answer set; ``distractors`` blue-framed tiles; ``say_region`` names the tile's region in the
+        question (the model must still zoom to read it: *where* is told, *what* must be seen);
+        ``view`` the side the model's processor
         shows (112 for the tiny model), which the checks below use: a full-view pixel must hold
         whole pattern periods (``size/view`` a multiple of ``2·stripe``) and a band must stay
         ``>= 1.5`` px in the zoomed crop (or the crop be shown at its own pixels, ``size = grid·view``).
@@ -131,6 +134,7 @@ class ZoomTask(TaskGenerator):
             )
         self.grid, self.tile, self.stripe, self.frame, self.ramp = grid, tile, stripe, frame, ramp
         self.patterns, self.distractors = tuple(patterns), distractors
+        self.say_region = bool(say_region)
 
     def layout(self, rng: random.Random) -> list[dict]:
         """Where the tiles go: the target first, then distractors, each in its own grid cell."""
@@ -168,8 +172,10 @@ class ZoomTask(TaskGenerator):
         patterns = [rng.choice(self.patterns) for _ in layout]
         image, objects = self.render(layout, patterns)
         target = objects[0]
+        where = f" in the {target['region']} region" if self.say_region else ""
         question = (
-            f"What pattern fills the small square inside the red frame? Answer {one_of(self.patterns)}."
+            f"What pattern fills the small square inside the red frame{where}?"
+            f" Answer {one_of(self.patterns)}."
         )
         facts = {
             "objects": objects,
