@@ -49,3 +49,18 @@ def letters_plugin(tmp_path_factory):
 def letters_reward(letters_plugin) -> list[str]:
     """Overrides that make ``test_letters`` the run's only reward (a plugin file, as users write)."""
     return [f"reward.modules=[{letters_plugin}]", "reward.weights={test_letters: 1.0}"]
+
+
+#: A GRPO run on the tiny model that takes seconds a step: 2 prompts × 4 samples × 6 tokens, no eval.
+QUICK_RUN = (
+    "data.task=count",
+    "train.batch_prompts=2",
+    "rollout.n=4",
+    "rollout.max_new_tokens=6",
+    "eval.every=0",
+    "data.eval_size=4",
+    "eval.max_new_tokens=4",
+    "log.progress=false",
+    "log.tensorboard=false",
+    "train.lr=1e-3",
+)

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import QUICK_RUN
 from vlmrl.algos import broadcast_advantages
 from vlmrl.config import load_config
 from vlmrl.models import load_policy
@@ -157,15 +158,7 @@ def _train(run_dir: Path, tiny_dir, reward: list[str], steps: int, procs: int, r
         f"model.path={tiny_dir}",
         f"log.run_dir={run_dir}",
         *reward,
-        "train.batch_prompts=2",
-        "rollout.n=4",
-        "rollout.max_new_tokens=6",
-        "eval.every=0",
-        "data.eval_size=4",
-        "eval.max_new_tokens=4",
-        "log.progress=false",
-        "log.tensorboard=false",
-        "train.lr=1e-3",
+        *QUICK_RUN,
         "train.save_every=1",
         "train.keep_checkpoints=5",
         f"train.steps={steps}",

@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 
+from conftest import QUICK_RUN
 from vlmrl.config import load_config
 from vlmrl.data import generate
 from vlmrl.eval import drift as drift_mod
@@ -123,22 +124,11 @@ def test_monitor_needs_a_tower():
 
 # ----------------------------------------------------------------------------- after a GRPO step
 
-PLUGIN = '''
-from vlmrl.rewards import RewardBreakdown, register_reward
-
-@register_reward("drift_test_letters")
-def drift_test_letters(completion, sample):
-    """Fraction of letters among the first 8 characters: varies on an untrained model's text."""
-    text = (completion or "")[:8]
-    return RewardBreakdown(total=sum(c.isalpha() for c in text) / 8)
-'''
-
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory):
-    path = tmp_path_factory.mktemp("plugin") / "drift_plugin.py"
-    path.write_text(PLUGIN)
-    return path
+def plugin(letters_plugin):
+    """The session's ``test_letters`` reward file (tests/conftest.py): varies on an untrained model's text."""
+    return letters_plugin
 
 
 def _cfg(tiny_dir, tmp_path, plugin, *extra):
@@ -147,17 +137,8 @@ def _cfg(tiny_dir, tmp_path, plugin, *extra):
             f"model.path={tiny_dir}",
             f"log.run_dir={tmp_path / 'run'}",
             f"reward.modules=[{plugin}]",
-            "reward.weights={drift_test_letters: 1.0}",
-            "data.task=count",
-            "train.batch_prompts=2",
-            "rollout.n=4",
-            "rollout.max_new_tokens=6",
-            "eval.every=0",
-            "data.eval_size=4",
-            "eval.max_new_tokens=4",
-            "log.progress=false",
-            "log.tensorboard=false",
-            "train.lr=1e-3",
+            "reward.weights={test_letters: 1.0}",
+            *QUICK_RUN,
             "train.steps=1",
             *extra,
         ]

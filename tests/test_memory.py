@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+from conftest import QUICK_RUN
 from vlmrl.config import load_config
 from vlmrl.models import load_policy
 from vlmrl.models.lora import add_lm_lora
@@ -38,14 +39,7 @@ def _cfg(tiny_dir, run_dir, plugin, *extra):
             f"log.run_dir={run_dir}",
             f"reward.modules=[{plugin}]",
             "reward.weights={test_letters: 1.0}",
-            "train.batch_prompts=2",
-            "rollout.n=4",
-            "rollout.max_new_tokens=6",
-            "eval.every=0",
-            "data.eval_size=4",
-            "eval.max_new_tokens=4",
-            "log.progress=false",
-            "log.tensorboard=false",
+            *QUICK_RUN,
             "train.lr=1e-2",
             *extra,
         ]

@@ -5,14 +5,13 @@ the noise schedule, old log-probs recomputed on the clean image, and config erro
 from __future__ import annotations
 
 import math
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import QUICK_RUN
 from vlmrl.algos import broadcast_advantages, compute_advantages, papo_loss, perception_kl
 from vlmrl.config import load_config
 from vlmrl.config.load import ConfigError
@@ -23,22 +22,11 @@ from vlmrl.train.noisy import add_pixel_noise, noise_scale, noise_std_at, noisy_
 from vlmrl.train.papo import image_generators, masked_batch, patch_mask, step_generator
 from vlmrl.train.update import policy_update
 
-PLUGIN = textwrap.dedent('''
-    from vlmrl.rewards import RewardBreakdown, register_reward
-
-    @register_reward("papo_test_letters")
-    def papo_test_letters(completion, sample):
-        """Fraction of letters among the first 8 characters."""
-        text = (completion or "")[:8]
-        return RewardBreakdown(total=sum(c.isalpha() for c in text) / 8)
-''')
-
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("plugin") / "test_reward_papo.py"
-    path.write_text(PLUGIN)
-    return path
+def plugin(letters_reward) -> list[str]:
+    """conftest's ``test_letters`` reward: varies on an untrained model's text."""
+    return letters_reward
 
 
 def _cfg(tiny_dir, run_dir, plugin, *extra):
@@ -46,19 +34,10 @@ def _cfg(tiny_dir, run_dir, plugin, *extra):
         overrides=[
             f"model.path={tiny_dir}",
             f"log.run_dir={run_dir}",
-            f"reward.modules=[{plugin}]",
-            "reward.weights={papo_test_letters: 1.0}",
-            "data.task=count",
-            "train.batch_prompts=2",
-            "rollout.n=4",
-            "rollout.max_new_tokens=6",
-            "eval.every=0",
+            *plugin,
+            *QUICK_RUN,
             "data.eval_size=2",
-            "eval.max_new_tokens=4",
             "eval.drift=false",
-            "log.progress=false",
-            "log.tensorboard=false",
-            "train.lr=1e-3",
             "train.steps=4",
             *extra,
         ]

@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 
+from conftest import QUICK_RUN
 from vlmrl.config import load_config
 from vlmrl.train.grpo import GRPOTrainer
 from vlmrl.train.metrics import read_metrics
@@ -31,16 +32,7 @@ def _overrides(tiny_dir, run_dir, plugin, *extra) -> list[str]:
         f"log.run_dir={run_dir}",
         f"reward.modules=[{plugin}]",
         "reward.weights={test_letters: 1.0}",
-        "data.task=count",
-        "train.batch_prompts=2",
-        "rollout.n=4",
-        "rollout.max_new_tokens=6",
-        "eval.every=0",
-        "data.eval_size=4",
-        "eval.max_new_tokens=4",
-        "log.progress=false",
-        "log.tensorboard=false",
-        "train.lr=1e-3",
+        *QUICK_RUN,
         *extra,
     ]
 
