@@ -61,32 +61,54 @@ def build_tiny_processor(cfg: TinyConfig) -> Qwen2_5_VLProcessor:
     )
 
 
+SPECIAL = (
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+)
+
+
+def special_ids(tokenizer) -> dict[str, int]:
+    """The ids of the chat/vision special tokens in ``tokenizer`` (every tiny architecture's config)."""
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
+
+
+def vision_token_kwargs(ids: dict[str, int]) -> dict[str, int]:
+    """The vision-token ids a Qwen-VL top-level config takes."""
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+
+
+def text_dims(cfg: TinyConfig, vocab_size: int) -> dict:
+    """The text-model sizes both tiny architectures share (attention heads and RoPE differ)."""
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "max_position_embeddings": 4096,
+    }
+
+
 def build_tiny_model(cfg: TinyConfig, tokenizer) -> Qwen2_5_VLForConditionalGeneration:
     """A randomly initialised Qwen2.5-VL of the given size, token ids taken from ``tokenizer``."""
-    ids = {
-        t: tokenizer.convert_tokens_to_ids(t)
-        for t in (
-            "<|image_pad|>",
-            "<|video_pad|>",
-            "<|vision_start|>",
-            "<|vision_end|>",
-            "<|im_end|>",
-            "<|endoftext|>",
-        )
-    }
+    ids = special_ids(tokenizer)
     head_dim = cfg.hidden_size // cfg.num_heads
     if sum(cfg.mrope_section) * 2 != head_dim:
         raise ValueError(
             f"tiny model: mrope_section {cfg.mrope_section} must sum to head_dim/2 = {head_dim // 2}"
         )
     text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
+        **text_dims(cfg, len(tokenizer)),
         "num_key_value_heads": cfg.num_heads,
-        "max_position_embeddings": 4096,
         "rope_parameters": {
             "rope_type": "default",
             "rope_theta": cfg.rope_theta,
@@ -111,10 +133,7 @@ def build_tiny_model(cfg: TinyConfig, tokenizer) -> Qwen2_5_VLForConditionalGene
     config = Qwen2_5_VLConfig(
         text_config=text,
         vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **vision_token_kwargs(ids),
         tie_word_embeddings=False,
     )
     torch.manual_seed(cfg.seed)

@@ -20,7 +20,7 @@ from transformers import (
 )
 from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-from vlmrl.models.tiny import TinyConfig
+from vlmrl.models.tiny import TinyConfig, special_ids, text_dims, vision_token_kwargs
 from vlmrl.models.tokenizer import train_tokenizer
 
 #: Qwen3-VL's patch size: a 128 px image is 8×8 patches → 16 tokens after the 2×2 merge.
@@ -40,21 +40,13 @@ def make_tiny_qwen3(out_dir: str | Path, cfg: TinyConfig | None = None) -> Path:
         video_processor=Qwen3VLVideoProcessor(size=size, **kw),
         chat_template=tok.chat_template,
     )
-    ids = {
-        t: tok.convert_tokens_to_ids(t)
-        for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>")
-    }
-    pad = tok.convert_tokens_to_ids("<|endoftext|>")
+    ids = special_ids(tok)
+    pad = ids["<|endoftext|>"]
     head_dim = cfg.hidden_size // cfg.num_heads
     text = {
-        "vocab_size": len(tok),
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
+        **text_dims(cfg, len(tok)),
         "num_key_value_heads": max(1, cfg.num_heads // 2),  # grouped-query attention, as Qwen3
         "head_dim": head_dim,
-        "max_position_embeddings": 4096,
         "rope_parameters": {
             "rope_type": "default",
             "rope_theta": cfg.rope_theta,
@@ -78,10 +70,7 @@ def make_tiny_qwen3(out_dir: str | Path, cfg: TinyConfig | None = None) -> Path:
     config = Qwen3VLConfig(
         text_config=text,
         vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **vision_token_kwargs(ids),
         tie_word_embeddings=False,
     )
     torch.manual_seed(cfg.seed)
