@@ -21,7 +21,7 @@ def _allowed_keys(cls) -> list[str]:
     return sorted(f.name for f in dataclasses.fields(cls))
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, choices: dict | None = None) -> Any:
     """Check ``value`` against the annotation ``tp``; allow int → float; reject everything else."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -33,12 +33,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return _coerce(value, arg, key, choices)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0])
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
+        return _build(tp, value, key, choices)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
@@ -66,7 +66,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _build(cls, data: Any, prefix: str = ""):
+def _build(cls, data: Any, prefix: str = "", choices: dict | None = None):
+    choices = CHOICES if choices is None else choices
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -82,9 +83,9 @@ def _build(cls, data: Any, prefix: str = ""):
     kwargs = {}
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else k
-        kwargs[k] = _coerce(v, hints[k], key)
-        if key in CHOICES and kwargs[k] not in CHOICES[key]:
-            raise ConfigError(f"{key}: {kwargs[k]!r} is not allowed; choose one of {list(CHOICES[key])}")
+        kwargs[k] = _coerce(v, hints[k], key, choices)
+        if key in choices and kwargs[k] not in choices[key]:
+            raise ConfigError(f"{key}: {kwargs[k]!r} is not allowed; choose one of {list(choices[key])}")
     return cls(**kwargs)
 
 
@@ -102,6 +103,14 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read YAML (or start from defaults), apply dotted overrides, validate, return the tree."""
+    cfg = load_tree(TrainConfig, CHOICES, path, overrides)
+    _validate(cfg)
+    return cfg
+
+
+def load_tree(cls, choices: dict, path: str | Path | None = None, overrides=()) -> Any:
+    """The typed tree ``cls`` from YAML ``path`` (or defaults) and dotted ``overrides``; ``choices``
+    maps dotted keys to their allowed values. Cross-field validation is the caller's."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -122,11 +131,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
                 raise ConfigError(f"override {item!r}: {k!r} is not a section")
         node[keys[-1]] = value
     try:
-        cfg = _build(TrainConfig, data)
+        return _build(cls, data, choices=choices)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
-    _validate(cfg)
-    return cfg
 
 
 def _validate(cfg: TrainConfig) -> None:
