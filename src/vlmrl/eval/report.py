@@ -70,6 +70,7 @@ def write_report(
             f'<p class="dim">{_e(run_dir.resolve())} · written {time.strftime("%Y-%m-%d %H:%M:%S")}</p>',
             _summary(metrics, rollouts, config),
             _curves(run_dir, curves),
+            _sample_grids(run_dir),
             _metrics_table(metrics),
             _rollout_browser(rollouts),
         )
@@ -88,7 +89,8 @@ def _summary(m: Metrics, rollouts: RolloutSection, config: dict[str, Any] | str 
     rows.append(("steps logged", f"{max(steps) if steps else 0} (metrics rows: {m.rows})"))
     if m.bad_lines:
         rows.append(("unreadable metrics lines", str(m.bad_lines)))
-    for key in sorted(k for k in m.series if k == "eval/accuracy" or k.startswith("eval/accuracy/")):
+    evals = ("eval/accuracy", "eval/reward")  # VLM runs; generator runs (vlmrl gen train)
+    for key in sorted(k for k in m.series if k in evals or k.startswith(tuple(e + "/" for e in evals))):
         rows.append((key, _first_last_best(m, key)))
     for key in _headline_keys(m):
         rows.append((key, _first_last_best(m, key, best=False)))
@@ -155,6 +157,22 @@ def _curves(run_dir: Path, curves: list[Curve]) -> str:
             f'<img class="curve" src="{src}" alt="{_e(title)}"></figure>'
         )
     return f'<h2>Curves</h2><div class="curves">{"".join(figs)}</div>'
+
+
+def _sample_grids(run_dir: Path, limit: int = 8) -> str:
+    """Generator runs: the newest ``limit`` sample grids (``samples/step_N.png``, one row per eval
+    prompt), newest first. Empty for VLM runs."""
+    found = [p for p in (run_dir / "samples").glob("step_*.png") if p.stem[5:].isdigit()]
+    grids = sorted(found, key=lambda p: -int(p.stem[5:]))
+    if not grids:
+        return ""
+    figs = "".join(
+        f'<figure class="wide"><figcaption><b>step {p.stem[5:]}</b></figcaption>'
+        f'<img class="grid" src="samples/{_e(p.name)}" alt="samples {_e(p.stem)}"></figure>'
+        for p in grids[:limit]
+    )
+    more = f'<p class="dim">{len(grids) - limit} older grids in samples/.</p>' if len(grids) > limit else ""
+    return f'<h2>Samples (evaluation prompts)</h2><div class="curves">{figs}</div>{more}'
 
 
 def _metrics_table(m: Metrics) -> str:

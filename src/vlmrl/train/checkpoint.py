@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,19 +56,34 @@ def save_checkpoint(
 
     ``extra_rng``: more generator states for ``rng.safetensors`` (other ranks', see ``train/dist.py``).
     """
+
+    def save_model(tmp: Path) -> None:
+        if has_lora(policy.model):
+            policy.model.save_pretrained(tmp / "model", state_dict=merged_state_dict(policy.model))
+            named = policy.model.named_parameters()
+            trainable = {n: p.detach().cpu().contiguous() for n, p in named if p.requires_grad}
+            save_file(trainable, tmp / "trainable.safetensors")
+        else:
+            policy.model.save_pretrained(tmp / "model")
+        policy.processor.save_pretrained(tmp / "model")
+
+    return write_checkpoint(directory, save_model, optimizer, state, extra_rng)
+
+
+def write_checkpoint(
+    directory: Path,
+    save_model: Callable[[Path], None],
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    extra_rng: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """The layout above for any model: ``save_model(tmp_dir)`` writes the weights, this the rest.
+    Written to ``step_N.tmp`` and renamed (a kill mid-write leaves no half checkpoint)."""
     final = Path(directory)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if has_lora(policy.model):
-        policy.model.save_pretrained(tmp / "model", state_dict=merged_state_dict(policy.model))
-        trainable = {
-            n: p.detach().cpu().contiguous() for n, p in policy.model.named_parameters() if p.requires_grad
-        }
-        save_file(trainable, tmp / "trainable.safetensors")
-    else:
-        policy.model.save_pretrained(tmp / "model")
-    policy.processor.save_pretrained(tmp / "model")
+    save_model(tmp)
     tensors, meta = _optimizer_tensors(optimizer)
     save_file(tensors, tmp / "optimizer.safetensors")
     (tmp / "optimizer.json").write_text(json.dumps(meta))

@@ -1,0 +1,1 @@
+"""RL for visual generation: a small flow-matching generator, programmatic rewards, Flow-GRPO / DDPO."""
