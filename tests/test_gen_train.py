@@ -65,7 +65,8 @@ def test_first_pass_ratio_is_one_and_the_update_moves_the_policy_not_the_referen
 
 def test_kl_is_zero_before_the_first_update_and_off_without_a_reference(small_model, tmp_path):
     m = GenGRPOTrainer(_cfg(small_model, tmp_path / "a")).train_step()
-    assert m["actor/kl_ref"] == pytest.approx(0.0, abs=1e-10)  # one pass: every step scored before the optimizer moves
+    # one pass: every step is scored before the optimizer moves
+    assert m["actor/kl_ref"] == pytest.approx(0.0, abs=1e-10)
     trainer = GenGRPOTrainer(_cfg(small_model, tmp_path / "b", "algo.kl_coef=0"))
     assert trainer.ref is None and "actor/kl_ref" not in trainer.train_step()
 
@@ -121,3 +122,21 @@ def test_prompt_specs():
     ]
     with pytest.raises(ValueError, match="purple"):
         resolve_prompts("2 purple circles on the left")
+
+
+def test_cli_gen_train_and_a_bad_config_in_one_line(small_model, tmp_path, capsys):
+    from vlmrl.cli.main import main
+
+    run = tmp_path / "cli"
+    args = [
+        f"model.path={small_model}", f"log.run_dir={run}", "train.steps=1", "train.prompts_per_step=1",
+        "algo.group_size=2", "sample.steps=2", "sample.eval_steps=2", "eval.samples_per_prompt=1",
+    ]  # fmt: skip
+    assert main(["gen", "train", *args]) == 0
+    out = capsys.readouterr().out
+    assert "held-out reward" in out and f"run directory: {run}" in out
+    assert (run / "checkpoints" / "step_1" / "model" / "model.safetensors").is_file()
+    assert main(["gen", "train", *args, "--resume", "train.steps=2"]) == 0  # continues from step 1
+    assert (run / "checkpoints" / "step_2").is_dir()
+    assert main(["gen", "train", f"model.path={tmp_path / 'nope'}"]) == 2
+    assert "nope" in capsys.readouterr().err
