@@ -136,7 +136,7 @@ def test_cli_gen_train_and_a_bad_config_in_one_line(small_model, tmp_path, capsy
     out = capsys.readouterr().out
     assert "held-out reward" in out and f"run directory: {run}" in out
     assert (run / "checkpoints" / "step_1" / "model" / "model.safetensors").is_file()
-    assert main(["gen", "train", *args, "--resume", "train.steps=2"]) == 0  # continues from step 1
+    assert main(["gen", "train", *args, "train.steps=2", "--resume"]) == 0  # continues from step 1
     assert (run / "checkpoints" / "step_2").is_dir()
     assert main(["gen", "train", f"model.path={tmp_path / 'nope'}"]) == 2
     assert "nope" in capsys.readouterr().err

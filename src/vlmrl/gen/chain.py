@@ -9,7 +9,6 @@ the same clipped-ratio loss as for text, with the chain's steps in place of toke
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import torch
@@ -96,20 +95,3 @@ def step_logprob(
             ref_mean, _ = spec.mean_std(x, ref.velocity(x, t, cond), t, s, t_max=chain.times[1])
         kl = step_mean_kl(mean, ref_mean, std)
     return logp, kl
-
-
-@torch.no_grad()
-def sample_ode_images(policy, cond: Tensor, x1: Tensor, steps: int, shift: float = 1.0) -> Tensor:
-    """Evaluation: the Euler ODE from ``x1`` in ``steps`` steps; images ``[N, C, H, W]`` in [-1, 1]."""
-    from vlmrl.gen.sde import ode_step, timesteps
-
-    times = timesteps(steps, shift)
-    x = x1
-    for t, s in itertools.pairwise(times):
-        x = ode_step(x, policy.velocity(x, torch.full((x.shape[0],), t), cond), t, s)
-    return x.clamp(-1.0, 1.0)
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """``[N, C, H, W]`` in [-1, 1] → uint8 ``[N, H, W, C]`` (what the numpy verifiers read)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()

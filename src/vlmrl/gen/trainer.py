@@ -36,17 +36,10 @@ import torch
 
 from vlmrl.algos import ppo_clip_loss
 from vlmrl.gen.advantages import PromptStatTracker, group_advantages
-from vlmrl.gen.chain import (
-    SamplerSpec,
-    initial_noise,
-    sample_chain,
-    sample_ode_images,
-    step_logprob,
-    to_uint8,
-)
+from vlmrl.gen.chain import SamplerSpec, initial_noise, sample_chain, step_logprob
 from vlmrl.gen.config import GenConfig, gen_config_dict, sampler_of
 from vlmrl.gen.grid import save_grid
-from vlmrl.gen.model import load_flow_policy
+from vlmrl.gen.model import load_flow_policy, sample_ode, to_uint8
 from vlmrl.gen.prompts import ALL_PROMPTS, GenPrompt, parse_prompt, prompt_ids, render, split_prompts
 from vlmrl.gen.rewards import score_batch
 from vlmrl.gen.sde import timesteps
@@ -129,7 +122,7 @@ class GenGRPOTrainer:
         self.policy.eval()
         chain = sample_chain(self.policy, cond, x1, self.times, self.spec, gen)
         t_sample = time.perf_counter() - t0
-        imgs = to_uint8(chain.images).numpy()
+        imgs = to_uint8(chain.images)  # uint8 [N, H, W, 3]
         total, parts = score_batch(imgs, per_image)
         rewards = torch.as_tensor(total, dtype=torch.float32)
         group_ids = torch.arange(len(prompts)).repeat_interleave(g)
@@ -178,6 +171,9 @@ class GenGRPOTrainer:
                 for key, v in lm.items():
                     out.setdefault(f"actor/{key}", []).append(v)
                 out.setdefault("actor/loss", []).append(loss.item())
+            warm = min(1.0, self.step / cfg.train.warmup_steps) if cfg.train.warmup_steps > 0 else 1.0
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.train.lr * warm
             if cfg.train.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.train.grad_clip)
                 out.setdefault("actor/grad_norm", []).append(float(norm))
@@ -196,16 +192,15 @@ class GenGRPOTrainer:
         prompts = [p for p in self.eval_prompts for _ in range(k)]
         gen = torch.Generator().manual_seed(cfg.train.seed + 12345)
         x1 = torch.randn((len(prompts), 3, self.size, self.size), generator=gen)
-        imgs = to_uint8(
-            sample_ode_images(self.policy, prompt_ids(prompts), x1, cfg.sample.eval_steps, cfg.sample.shift)
-        )
-        total, parts = score_batch(imgs.numpy(), prompts)
+        with torch.no_grad():
+            imgs = to_uint8(sample_ode(self.policy, prompt_ids(prompts), cfg.sample.eval_steps, x1=x1))
+        total, parts = score_batch(imgs, prompts)
         res = {f"eval/reward/{k_}": float(np.mean(v)) for k_, v in parts.items() if k_ != "total"}
         res["eval/reward"] = float(np.mean(total))
-        res |= {f"eval/{k_}": v for k_, v in image_stats(imgs.numpy(), self.reference).items()}
+        res |= {f"eval/{k_}": v for k_, v in image_stats(imgs, self.reference).items()}
         if save_grid_png:
             per = min(cfg.eval.grid_per_prompt, k)
-            rows = [imgs[i * k : i * k + per].numpy() for i in range(len(self.eval_prompts))]
+            rows = [imgs[i * k : i * k + per] for i in range(len(self.eval_prompts))]
             save_grid(
                 self.run_dir / "samples" / f"step_{self.step}.png", rows, [p.text for p in self.eval_prompts]
             )
