@@ -17,7 +17,9 @@ from vlmrl.config import load_config
 from vlmrl.train.grpo import GRPOTrainer
 from vlmrl.train.metrics import read_metrics
 
-EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+_ALL = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+EXAMPLES = [p for p in _ALL if not p.stem.startswith("gen_")]  # VLM recipes (vlmrl train)
+GEN_EXAMPLES = [p for p in _ALL if p.stem.startswith("gen_")]  # generator recipes (vlmrl gen train)
 
 
 def _png(i: int) -> bytes:
@@ -59,6 +61,14 @@ def test_example_config_validates(path):
         assert cfg.reward.weights == {"accuracy": 0.9, "format": 0.1}
         assert (cfg.rollout.n, cfg.algo.clip_low, cfg.algo.clip_high) == (5, 0.2, 0.28)
         assert (cfg.algo.kl_coef, cfg.algo.kl_estimator, cfg.data.template) == (0.01, "k3", "math")
+
+
+@pytest.mark.parametrize("path", GEN_EXAMPLES, ids=lambda p: p.stem)
+def test_gen_example_config_validates(path):
+    from vlmrl.gen.config import load_gen_config
+
+    cfg = load_gen_config(path)
+    assert cfg.model.path == "runs/gen_base" and cfg.algo.name == "flow_grpo"
 
 
 @pytest.mark.parametrize("stem", ["qwen2_5_vl_3b_geo3k", "qwen2_5_vl_3b_grounding"])

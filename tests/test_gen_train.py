@@ -140,3 +140,9 @@ def test_cli_gen_train_and_a_bad_config_in_one_line(small_model, tmp_path, capsy
     assert (run / "checkpoints" / "step_2").is_dir()
     assert main(["gen", "train", f"model.path={tmp_path / 'nope'}"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_ddim_needs_a_stochastic_step():
+    with pytest.raises(ConfigError, match=r"sample\.steps"):
+        load_gen_config(overrides=["algo.name=ddpo", "sample.steps=1"])
+    assert load_gen_config(overrides=["algo.name=ddpo", "sample.steps=2"]).sample.steps == 2

@@ -50,7 +50,8 @@ class GenAlgoConfig:
     group_size: int = 8
     """Images per prompt per step (G)."""
     clip_range: float = 1e-3
-    """PPO clip on the per-step ratio of dimension-averaged log-probs (see ``gen/sde.py``)."""
+    """PPO clip on the per-step ratio of dimension-averaged log-probs (see ``gen/sde.py``); it
+    binds only from the second pass on (``train.epochs > 1``): the first pass has ratio 1."""
     adv_clip_max: float = 5.0
     """Advantages are clipped to ``[-adv_clip_max, adv_clip_max]``."""
     kl_coef: float = 0.04
@@ -174,6 +175,8 @@ def _validate(cfg: GenConfig) -> None:
         raise ConfigError(f"sample.shift: must be > 0, got {cfg.sample.shift}")
     if sampler_of(cfg) == "sde" and cfg.sample.noise_level == 0:
         raise ConfigError("sample.noise_level: 0 makes the SDE the ODE: no log-probs to train on")
+    if sampler_of(cfg) == "ddim" and cfg.sample.steps < 2:
+        raise ConfigError("sample.steps: DDIM's last step is deterministic; use >= 2 steps with ddim")
     if sampler_of(cfg) == "ddim" and cfg.sample.eta == 0:
         raise ConfigError("sample.eta: 0 makes DDIM deterministic: no log-probs to train on")
 

@@ -15,8 +15,9 @@ so an image has ``T`` log-probs, as a completion has one per token. One RL step:
    plus ``β·KL`` of the step means to the frozen pretrained model; one optimizer step per pass.
 
 Departures from the papers, for a 1 M-parameter model on a CPU: one optimizer step per pass
-(Flow-GRPO takes several per batch); DDPO's importance-sampled objective is this same clipped
-loss (its paper's "DDPO_IS"), with KL off by default in DDPO runs only if ``algo.kl_coef`` says so.
+(Flow-GRPO takes several per batch), so with ``train.epochs: 1`` the update is on-policy and the
+clip never binds; DDPO's objective is this same clipped loss (its paper's "DDPO_IS"), and the KL
+term applies to DDPO runs too whenever ``algo.kl_coef > 0`` (the DDPO paper has none).
 The reward-hacking watch (``gen/watch.py``: saturation, variance, ink, distance to the
 pretraining images) is logged every step as ``watch/*``.
 """
