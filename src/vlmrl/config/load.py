@@ -242,5 +242,6 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def save_config(cfg: TrainConfig, path: str | Path) -> None:
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Any typed config tree (``TrainConfig``, ``GenConfig``) as YAML."""
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmrl.config.load import ConfigError, config_to_dict, load_tree
+from vlmrl.config.load import ConfigError, load_tree
 
 
 @dataclass
@@ -180,6 +180,3 @@ def _validate(cfg: GenConfig) -> None:
     if sampler_of(cfg) == "ddim" and cfg.sample.eta == 0:
         raise ConfigError("sample.eta: 0 makes DDIM deterministic: no log-probs to train on")
 
-
-def gen_config_dict(cfg: GenConfig) -> dict:
-    return config_to_dict(cfg)

@@ -25,7 +25,6 @@ pretraining images) is logged every step as ``watch/*``.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -36,9 +35,10 @@ import numpy as np
 import torch
 
 from vlmrl.algos import ppo_clip_loss
+from vlmrl.config.load import save_config
 from vlmrl.gen.advantages import PromptStatTracker, group_advantages
 from vlmrl.gen.chain import SamplerSpec, initial_noise, sample_chain, step_logprob
-from vlmrl.gen.config import GenConfig, gen_config_dict, sampler_of
+from vlmrl.gen.config import GenConfig, sampler_of
 from vlmrl.gen.grid import save_grid
 from vlmrl.gen.model import load_flow_policy, sample_ode, to_uint8
 from vlmrl.gen.prompts import ALL_PROMPTS, GenPrompt, parse_prompt, prompt_ids, render, split_prompts
@@ -81,7 +81,7 @@ class GenGRPOTrainer:
         )
         self.step = 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(_yaml(gen_config_dict(cfg)))
+        save_config(cfg, self.run_dir / "config.yaml")
         self.logger = MetricsLogger(self.run_dir, tensorboard=False)
         ckpt = latest_checkpoint(self.run_dir) if resume else None
         if ckpt is not None:
@@ -260,8 +260,3 @@ def _zero_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> float:
     flat = [float(rewards[group_ids == gid].std()) == 0.0 for gid in groups]
     return sum(flat) / len(groups)
 
-
-def _yaml(d: dict) -> str:
-    import yaml
-
-    return yaml.safe_dump(json.loads(json.dumps(d)), sort_keys=False)
