@@ -46,6 +46,13 @@ def letters_plugin(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def plugin(letters_plugin):
+    """``letters_plugin`` under the short name the GRPO-step tests use (test_papo_noisy overrides it
+    with the override list)."""
+    return letters_plugin
+
+
+@pytest.fixture(scope="session")
 def letters_reward(letters_plugin) -> list[str]:
     """Overrides that make ``test_letters`` the run's only reward (a plugin file, as users write)."""
     return [f"reward.modules=[{letters_plugin}]", "reward.weights={test_letters: 1.0}"]

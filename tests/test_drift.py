@@ -125,12 +125,6 @@ def test_monitor_needs_a_tower():
 # ----------------------------------------------------------------------------- after a GRPO step
 
 
-@pytest.fixture(scope="module")
-def plugin(letters_plugin):
-    """The session's ``test_letters`` reward file (tests/conftest.py): varies on an untrained model's text."""
-    return letters_plugin
-
-
 def _cfg(tiny_dir, tmp_path, plugin, *extra):
     return load_config(
         overrides=[

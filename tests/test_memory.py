@@ -26,12 +26,6 @@ from vlmrl.train.memory import (
 from vlmrl.train.update import reference_logprobs
 
 
-@pytest.fixture(scope="module")
-def plugin(letters_plugin):
-    """The session's ``test_letters`` reward file (tests/conftest.py): one module, no name clash."""
-    return letters_plugin
-
-
 def _cfg(tiny_dir, run_dir, plugin, *extra):
     return load_config(
         overrides=[

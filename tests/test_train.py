@@ -20,12 +20,6 @@ from vlmrl.train.metrics import read_metrics
 from vlmrl.train.update import policy_update
 
 
-@pytest.fixture(scope="module")
-def plugin(letters_plugin):
-    """The session's ``test_letters`` reward file (tests/conftest.py): one module, no name clash."""
-    return letters_plugin
-
-
 def _overrides(tiny_dir, run_dir, plugin, *extra) -> list[str]:
     return [
         f"model.path={tiny_dir}",
