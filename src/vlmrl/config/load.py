@@ -136,20 +136,27 @@ def load_tree(cls, choices: dict, path: str | Path | None = None, overrides=()) 
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 
 
+def require_at_least(values: dict[str, float], lo: float) -> None:
+    """Raise :class:`ConfigError` naming the first dotted key whose value is below ``lo``."""
+    for key, v in values.items():
+        if v < lo:
+            raise ConfigError(f"{key}: must be ≥ {lo:g}, got {v}")
+
+
 def _validate(cfg: TrainConfig) -> None:
     """Cross-field checks that types alone cannot express."""
-    positive = {
-        "rollout.n": cfg.rollout.n,
-        "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
-        "train.batch_prompts": cfg.train.batch_prompts,
-        "train.epochs": cfg.train.epochs,
-        "train.minibatches": cfg.train.minibatches,
-        "train.micro_batch": cfg.train.micro_batch,
-        "eval.batch_size": cfg.eval.batch_size,
-    }
-    for key, v in positive.items():
-        if v < 1:
-            raise ConfigError(f"{key}: must be ≥ 1, got {v}")
+    require_at_least(
+        {
+            "rollout.n": cfg.rollout.n,
+            "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
+            "train.batch_prompts": cfg.train.batch_prompts,
+            "train.epochs": cfg.train.epochs,
+            "train.minibatches": cfg.train.minibatches,
+            "train.micro_batch": cfg.train.micro_batch,
+            "eval.batch_size": cfg.eval.batch_size,
+        },
+        1,
+    )
     if cfg.rollout.temperature <= 0:
         raise ConfigError(f"rollout.temperature: must be > 0, got {cfg.rollout.temperature}")
     if not 0 < cfg.rollout.top_p <= 1:
@@ -185,14 +192,14 @@ def _validate_vision_rl(cfg: TrainConfig) -> None:
     for key, v in ranges.items():
         if not 0 <= v < 1:
             raise ConfigError(f"{key}: must be in [0, 1), got {v}")
-    nonneg = {
-        "algo.papo_coef": cfg.algo.papo_coef,
-        "algo.papo_entropy_coef": cfg.algo.papo_entropy_coef,
-        "rollout.noise_std": cfg.rollout.noise_std,
-    }
-    for key, v in nonneg.items():
-        if v < 0:
-            raise ConfigError(f"{key}: must be ≥ 0, got {v}")
+    require_at_least(
+        {
+            "algo.papo_coef": cfg.algo.papo_coef,
+            "algo.papo_entropy_coef": cfg.algo.papo_entropy_coef,
+            "rollout.noise_std": cfg.rollout.noise_std,
+        },
+        0,
+    )
     steps = cfg.rollout.noise_anneal_steps
     if steps is not None and steps < 1:
         raise ConfigError(f"rollout.noise_anneal_steps: must be ≥ 1 (or null: train.steps), got {steps}")
@@ -213,9 +220,8 @@ def _validate_env(cfg: TrainConfig) -> None:
 
     if e.name not in ENVS:
         raise ConfigError(f"env.name: unknown environment {e.name!r}; allowed: {sorted(ENVS)}")
-    for key in ("max_turns", "max_tool_calls", "turn_max_new_tokens", "max_total_tokens"):
-        if getattr(e, key) < 1:
-            raise ConfigError(f"env.{key}: must be ≥ 1, got {getattr(e, key)}")
+    keys = ("max_turns", "max_tool_calls", "turn_max_new_tokens", "max_total_tokens")
+    require_at_least({f"env.{k}": getattr(e, k) for k in keys}, 1)
     try:  # builds one env now: a bad keyword or value fails at load time
         make_env(e.name, **{"max_turns": e.max_turns, "max_tool_calls": e.max_tool_calls, **e.kwargs})
     except (TypeError, ValueError) as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmrl.config.load import ConfigError, load_tree
+from vlmrl.config.load import ConfigError, load_tree, require_at_least
 
 
 @dataclass
@@ -140,33 +140,34 @@ def sampler_of(cfg: GenConfig) -> str:
 
 
 def _validate(cfg: GenConfig) -> None:
-    positive = {
-        "sample.steps": cfg.sample.steps,
-        "sample.eval_steps": cfg.sample.eval_steps,
-        "algo.group_size": cfg.algo.group_size,
-        "train.steps": cfg.train.steps,
-        "train.prompts_per_step": cfg.train.prompts_per_step,
-        "train.epochs": cfg.train.epochs,
-        "eval.samples_per_prompt": cfg.eval.samples_per_prompt,
-        "algo.tracker_buffer": cfg.algo.tracker_buffer,
-    }
-    for key, v in positive.items():
-        if v < 1:
-            raise ConfigError(f"{key}: must be >= 1, got {v}")
+    require_at_least(
+        {
+            "sample.steps": cfg.sample.steps,
+            "sample.eval_steps": cfg.sample.eval_steps,
+            "algo.group_size": cfg.algo.group_size,
+            "train.steps": cfg.train.steps,
+            "train.prompts_per_step": cfg.train.prompts_per_step,
+            "train.epochs": cfg.train.epochs,
+            "eval.samples_per_prompt": cfg.eval.samples_per_prompt,
+            "algo.tracker_buffer": cfg.algo.tracker_buffer,
+        },
+        1,
+    )
     if cfg.algo.group_size < 2 and cfg.algo.name == "flow_grpo":
         raise ConfigError(
             f"algo.group_size: flow_grpo compares images of a group; need >= 2, got {cfg.algo.group_size}"
         )
-    for key, v in {
-        "sample.noise_level": cfg.sample.noise_level,
-        "sample.eta": cfg.sample.eta,
-        "algo.kl_coef": cfg.algo.kl_coef,
-        "train.lr": cfg.train.lr,
-        "train.grad_clip": cfg.train.grad_clip,
-        "train.warmup_steps": cfg.train.warmup_steps,
-    }.items():
-        if v < 0:
-            raise ConfigError(f"{key}: must be >= 0, got {v}")
+    require_at_least(
+        {
+            "sample.noise_level": cfg.sample.noise_level,
+            "sample.eta": cfg.sample.eta,
+            "algo.kl_coef": cfg.algo.kl_coef,
+            "train.lr": cfg.train.lr,
+            "train.grad_clip": cfg.train.grad_clip,
+            "train.warmup_steps": cfg.train.warmup_steps,
+        },
+        0,
+    )
     if not 0 < cfg.algo.clip_range < 1:
         raise ConfigError(f"algo.clip_range: must be in (0, 1), got {cfg.algo.clip_range}")
     if not 0 < cfg.algo.timestep_fraction <= 1:
@@ -179,4 +180,3 @@ def _validate(cfg: GenConfig) -> None:
         raise ConfigError("sample.steps: DDIM's last step is deterministic; use >= 2 steps with ddim")
     if sampler_of(cfg) == "ddim" and cfg.sample.eta == 0:
         raise ConfigError("sample.eta: 0 makes DDIM deterministic: no log-probs to train on")
-

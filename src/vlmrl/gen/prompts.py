@@ -88,9 +88,7 @@ def parse_prompt(text: str) -> GenPrompt:
 
 
 #: All 18 prompts in a fixed order: colour-major, then count, then side.
-ALL_PROMPTS: tuple[GenPrompt, ...] = tuple(
-    GenPrompt(c, n, s) for c in COLOURS for n in COUNTS for s in SIDES
-)
+ALL_PROMPTS: tuple[GenPrompt, ...] = tuple(GenPrompt(c, n, s) for c in COLOURS for n in COUNTS for s in SIDES)
 
 # Held out from RL training: every colour, every count and both sides appear among them, and (as
 # each value occurs 6 times in ALL_PROMPTS) each still occurs at least 4 times in the train split,

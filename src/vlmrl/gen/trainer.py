@@ -259,4 +259,3 @@ def _zero_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> float:
     groups = group_ids.unique()
     flat = [float(rewards[group_ids == gid].std()) == 0.0 for gid in groups]
     return sum(flat) / len(groups)
-
