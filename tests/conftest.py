@@ -71,3 +71,16 @@ QUICK_RUN = (
     "log.tensorboard=false",
     "train.lr=1e-3",
 )
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory):
+    """A random 16-px ``FlowPolicy`` saved as a ``vlmrl gen pretrain`` directory (gen tests)."""
+    import torch
+
+    from vlmrl.gen.model import FlowPolicy, GenModelSpec
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("gen") / "model"
+    FlowPolicy(GenModelSpec(size=16, block_out_channels=(16, 32))).save(path)
+    return path

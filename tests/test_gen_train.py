@@ -12,16 +12,8 @@ import torch
 
 from vlmrl.config.load import ConfigError
 from vlmrl.gen.config import load_gen_config
-from vlmrl.gen.model import FlowPolicy, GenModelSpec, load_flow_policy
+from vlmrl.gen.model import load_flow_policy
 from vlmrl.gen.trainer import GenGRPOTrainer, resolve_prompts
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gen") / "model"
-    FlowPolicy(GenModelSpec(size=16, block_out_channels=(16, 32))).save(path)
-    return path
 
 
 def _cfg(model: Path, run: Path, *extra: str):

@@ -148,10 +148,10 @@ def _cmd_gen(args) -> None:
             f"{res['final_loss']:.3f} in {res['seconds']:.0f} s; saved with samples.png to {res['out_dir']}"
         )
     elif args.action == "sample":
-        from vlmrl.gen.model import load_flow_policy
+        from vlmrl.gen.model import load_gen_policy
         from vlmrl.gen.pretrain import write_samples
 
-        gen = load_flow_policy(args.model_dir)
+        gen = load_gen_policy(args.model_dir)  # a gen pretrain model, a checkpoint, or a pipeline
         out = write_samples(gen, args.out, per_prompt=args.per_prompt, steps=args.steps, seed=args.seed)
         print(f"wrote {out}")
     elif args.action == "train":
@@ -214,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument("--per-prompt", type=int, default=4, help="samples per prompt in samples.png")
     gp.add_argument("--sample-steps", type=int, default=20, help="Euler steps for samples.png")
     gs = gsub.add_parser("sample", help="a grid PNG of ODE samples, one row per prompt")
-    gs.add_argument("model_dir", help="generator directory (model.safetensors + gen_model.json)")
+    gs.add_argument(
+        "model_dir",
+        help="a gen pretrain directory, a gen train checkpoint's model/, a diffusers pipeline dir or hub id",
+    )
     gs.add_argument("--out", default="grid.png", help="output PNG")
     gs.add_argument("--steps", type=int, default=20, help="Euler steps")
     gs.add_argument("--seed", type=int, default=0, help="noise seed")

@@ -22,14 +22,15 @@ class Chain:
     """One batch of sampled chains (``N`` images, ``T`` steps)."""
 
     cond: Tensor  # [N, 3] prompt ids
-    latents: Tensor  # [N, T + 1, C, H, W]: x at t_0 = 1 (noise) … t_T = 0 (the image)
+    latents: Tensor  # [N, T + 1, C, H, W]: x at t_0 = 1 (noise) … t_T = 0 (the image, or its latent)
     logp: Tensor  # [N, T] sampler log-prob of each transition (0 where deterministic)
     stochastic: Tensor  # [T] bool: transitions with std > 0 (the ones trained on)
     times: list[float]  # [T + 1]
 
     @property
     def images(self) -> Tensor:
-        """The final images ``[N, C, H, W]`` in [-1, 1] (clamped)."""
+        """The final states ``[N, C, H, W]`` clamped to [-1, 1]: the images of a pixel-space
+        generator (a latent one's are ``policy.decode(chain.latents[:, -1])``)."""
         return self.latents[:, -1].clamp(-1.0, 1.0)
 
 
@@ -62,12 +63,12 @@ def sample_chain(
     """Run the chain from ``x1`` along ``times``; every draw comes from ``generator``."""
     n, steps = x1.shape[0], len(times) - 1
     latents = [x1]
-    logp = torch.zeros(n, steps)
+    logp = torch.zeros(n, steps, device=x1.device)
     stochastic = torch.zeros(steps, dtype=torch.bool)
     x = x1
     for k in range(steps):
         t, s = times[k], times[k + 1]
-        v = policy.velocity(x, torch.full((n,), t), cond)  # [N, C, H, W]
+        v = policy.velocity(x, torch.full((n,), t, device=x.device), cond)  # [N, C, H, W]
         mean, std = spec.mean_std(x, v, t, s, t_max=times[1])
         x = sample_step(mean, std, generator=generator)
         if bool((std > 0).all()):
@@ -82,9 +83,10 @@ def step_logprob(
 ) -> tuple[Tensor, Tensor | None]:
     """Log-prob ``[R]`` of transition ``k[r]`` of chain row ``rows[r]`` under ``policy`` (with
     gradients), and the KL ``[R]`` of its step Gaussian to ``ref``'s (no gradients), or None."""
-    times = torch.tensor(chain.times)
-    t, s = times[k], times[k + 1]  # [R]
     x = chain.latents[rows, k]  # [R, C, H, W]
+    times = torch.tensor(chain.times, device=x.device)
+    k = k.to(x.device)
+    t, s = times[k], times[k + 1]  # [R]
     x_next = chain.latents[rows, k + 1]
     cond = chain.cond[rows]
     mean, std = spec.mean_std(x, policy.velocity(x, t, cond), t, s, t_max=chain.times[1])

@@ -11,7 +11,21 @@ from vlmrl.config.load import ConfigError, load_tree, require_at_least
 @dataclass
 class GenModelConfig:
     path: str = "runs/gen_base"
-    """A ``vlmrl gen pretrain`` output directory (``model.safetensors`` + ``gen_model.json``)."""
+    """A ``vlmrl gen pretrain`` output directory (``model.safetensors`` + ``gen_model.json``), or a
+    diffusers flow-matching pipeline: a hub id (``stabilityai/stable-diffusion-3.5-medium``) or a
+    local ``save_pretrained`` directory (``gen/hub.py``). The knobs below apply to pipelines only."""
+    device: str = "auto"
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``."""
+    size: int = 512
+    """Pipeline: image side in pixels (a multiple of the VAE's scale factor)."""
+    guidance_scale: float = 1.0
+    """Pipeline: classifier-free guidance of the sampled chain (1: off; Flow-GRPO samples SD3.5 at 4.5)."""
+    lora_r: int = 0
+    """Pipeline: LoRA rank on the transformer's attention projections (0: train the whole transformer)."""
+    lora_alpha: float = 0.0
+    """Pipeline: LoRA alpha (0: equal to ``lora_r``)."""
+    dtype: str = "float32"
+    """Pipeline: ``float32`` | ``bfloat16`` | ``float16``."""
 
 
 @dataclass
@@ -122,7 +136,11 @@ class GenConfig:
 GEN_CHOICES: dict[str, tuple] = {
     "sample.sampler": ("auto", "sde", "ddim"),
     "algo.name": ("flow_grpo", "ddpo"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
 }
+
+PIPELINE_KNOBS: tuple[str, ...] = ("size", "guidance_scale", "lora_r", "lora_alpha", "dtype")
+"""``model.*`` fields handed to ``vlmrl.gen.hub.PipelineSpec`` when ``model.path`` is a pipeline."""
 
 
 def load_gen_config(path: str | Path | None = None, overrides=()) -> GenConfig:
@@ -153,6 +171,8 @@ def _validate(cfg: GenConfig) -> None:
         },
         1,
     )
+    require_at_least({"model.size": cfg.model.size, "model.guidance_scale": cfg.model.guidance_scale}, 1)
+    require_at_least({"model.lora_r": cfg.model.lora_r, "model.lora_alpha": cfg.model.lora_alpha}, 0)
     if cfg.algo.group_size < 2 and cfg.algo.name == "flow_grpo":
         raise ConfigError(
             f"algo.group_size: flow_grpo compares images of a group; need >= 2, got {cfg.algo.group_size}"

@@ -140,6 +140,19 @@ class FlowPolicy(nn.Module):
 
     forward = velocity
 
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """Shape of one chain state: the image itself, ``[3, size, size]`` (no VAE)."""
+        return (3, self.spec.size, self.spec.size)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Chain state → image in [-1, 1]: the state is the image, clamped."""
+        return x.clamp(-1.0, 1.0)
+
+    def load_trained(self, model_dir: str | Path) -> None:
+        """Load the weights :meth:`save` wrote into ``model_dir`` (a checkpoint, on resume)."""
+        self.load_state_dict(load_flow_policy(model_dir).state_dict())
+
     def save(self, out_dir: str | Path) -> Path:
         """Write ``model.safetensors`` + ``gen_model.json`` into ``out_dir``; return the directory."""
         from safetensors.torch import save_file
@@ -206,6 +219,26 @@ def load_flow_policy(model_dir: str | Path, device: str | torch.device = "cpu") 
     return model.to(device).eval()
 
 
+def load_gen_policy(path: str | Path, device: str | torch.device = "cpu", **pipeline_knobs):
+    """The generator ``model.path`` names: a ``vlmrl gen pretrain`` directory (``gen_model.json``)
+    → :class:`FlowPolicy`; a diffusers pipeline directory (``model_index.json``), a saved
+    pipeline policy (``gen_pipeline.json``) or a hub id (``owner/name``, not a local path) →
+    :class:`vlmrl.gen.hub.PipelinePolicy` built with ``pipeline_knobs`` (``PipelineSpec`` fields)."""
+    from vlmrl.gen.hub import is_pipeline_source, load_pipeline_policy
+
+    p = Path(path)
+    if is_pipeline_source(p):
+        return load_pipeline_policy(str(path), device, **pipeline_knobs)
+    if not p.exists() and str(path).count("/") == 1 and not str(path).startswith((".", "/", "~")):
+        try:  # owner/name: a hub id, unless that fails too
+            return load_pipeline_policy(str(path), device, **pipeline_knobs)
+        except ValueError as e:
+            raise FileNotFoundError(
+                f"{path}: no such generator directory, and not a loadable hub pipeline ({e})"
+            ) from None
+    return load_flow_policy(p, device)
+
+
 def _device(gen: nn.Module) -> torch.device:
     return next(gen.parameters()).device
 
@@ -221,24 +254,25 @@ def sample_ode(
     """Euler-integrate the flow ODE from noise ``x1`` (t = 1) to an image (t = 0).
 
     ``t_k = 1 - k / steps``; ``x_{t_{k+1}} = x_{t_k} + (t_{k+1} - t_k) * v(x_{t_k}, t_k, cond)``.
-    ``x1`` defaults to ``randn`` drawn from ``generator``. Returns images ``[B, 3, size, size]``
-    clamped to [-1, 1].
+    ``x1`` ``[B, *gen.latent_shape]`` defaults to ``randn`` drawn from ``generator``. Returns images
+    ``[B, 3, size, size]`` in [-1, 1] (``gen.decode`` of the last state: the state itself clamped
+    for :class:`FlowPolicy`, the VAE's decoding for a pipeline).
     """
     if steps < 1:
         raise ValueError(f"sample_ode steps {steps}: must be >= 1")
     dev = _device(gen)
     cond = cond.to(dev)
-    b, s = cond.shape[0], gen.spec.size
+    b = cond.shape[0]
     if x1 is None:
         gdev = generator.device if generator is not None else dev
-        x1 = torch.randn((b, 3, s, s), generator=generator, device=gdev)
-    x = x1.to(dev, torch.float32)  # [B, 3, S, S]
+        x1 = torch.randn((b, *gen.latent_shape), generator=generator, device=gdev)
+    x = x1.to(dev, torch.float32)  # [B, *latent_shape]
     ts = torch.linspace(1.0, 0.0, steps + 1, device=dev)
     for k in range(steps):
         t, t_next = ts[k], ts[k + 1]
-        v = gen.velocity(x, t.expand(b), cond)  # [B, 3, S, S]
+        v = gen.velocity(x, t.expand(b), cond)  # [B, *latent_shape]
         x = x + (t_next - t) * v
-    return x.clamp(-1.0, 1.0)
+    return gen.decode(x)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -125,7 +125,8 @@ def sample_step(
     if not bool((std > 0).any()):
         return mean
     if noise is None:
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        gdev = generator.device if generator is not None else mean.device  # draw where the generator lives
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=gdev).to(mean.device)
     return mean + std * noise
 
 

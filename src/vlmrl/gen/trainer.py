@@ -35,12 +35,12 @@ import numpy as np
 import torch
 
 from vlmrl.algos import ppo_clip_loss
-from vlmrl.config.load import save_config
+from vlmrl.config.load import ConfigError, save_config
 from vlmrl.gen.advantages import PromptStatTracker, group_advantages
 from vlmrl.gen.chain import SamplerSpec, initial_noise, sample_chain, step_logprob
-from vlmrl.gen.config import GenConfig, sampler_of
+from vlmrl.gen.config import PIPELINE_KNOBS, GenConfig, sampler_of
 from vlmrl.gen.grid import save_grid
-from vlmrl.gen.model import load_flow_policy, sample_ode, to_uint8
+from vlmrl.gen.model import FlowPolicy, load_gen_policy, sample_ode, to_uint8
 from vlmrl.gen.prompts import ALL_PROMPTS, GenPrompt, parse_prompt, prompt_ids, render, split_prompts
 from vlmrl.gen.rewards import score_batch
 from vlmrl.gen.sde import timesteps
@@ -64,7 +64,12 @@ class GenGRPOTrainer:
     def __init__(self, cfg: GenConfig, resume: bool = False) -> None:
         self.cfg = cfg
         self.run_dir = Path(cfg.log.run_dir)
-        self.policy = load_flow_policy(cfg.model.path)
+        self.device = _device(cfg.model.device)
+        self.policy = load_gen_policy(
+            cfg.model.path, self.device, **{k: getattr(cfg.model, k) for k in PIPELINE_KNOBS}
+        )
+        if isinstance(self.policy, FlowPolicy):
+            _no_pipeline_knobs(cfg)
         self.ref = None
         if cfg.algo.kl_coef > 0:
             self.ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
@@ -73,7 +78,9 @@ class GenGRPOTrainer:
         self.train_prompts = resolve_prompts(cfg.data.train_prompts)
         self.eval_prompts = resolve_prompts(cfg.data.eval_prompts)
         self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+            [p for p in self.policy.parameters() if p.requires_grad],
+            lr=cfg.train.lr,
+            weight_decay=cfg.train.weight_decay,
         )
         self.tracker = PromptStatTracker(cfg.algo.tracker_buffer, cfg.algo.tracker_min_count)
         self.reference = ReferenceSet.build(
@@ -85,7 +92,7 @@ class GenGRPOTrainer:
         self.logger = MetricsLogger(self.run_dir, tensorboard=False)
         ckpt = latest_checkpoint(self.run_dir) if resume else None
         if ckpt is not None:
-            self.policy.load_state_dict(load_flow_policy(ckpt / "model").state_dict())
+            self.policy.load_trained(ckpt / "model")
             state = load_checkpoint(ckpt, self.optimizer)
             self.step = int(state["step"])
             self.tracker.load_state_dict(state["tracker"])
@@ -93,6 +100,7 @@ class GenGRPOTrainer:
 
     @property
     def size(self) -> int:
+        """Image side in pixels (the chain runs on ``policy.latent_shape``: the image, or a latent)."""
         return int(self.policy.spec.size)
 
     # ------------------------------------------------------------------ data
@@ -117,13 +125,13 @@ class GenGRPOTrainer:
         t0 = time.perf_counter()
         prompts = self.step_prompts(self.step)
         per_image = [p for p in prompts for _ in range(g)]
-        cond = prompt_ids(per_image)
+        cond = prompt_ids(per_image).to(self.device)
         gen = self._generator(self.step, 0)
-        x1 = initial_noise(len(per_image), (3, self.size, self.size), g, cfg.sample.same_noise, gen)
+        x1 = initial_noise(len(per_image), self.policy.latent_shape, g, cfg.sample.same_noise, gen)
         self.policy.eval()
-        chain = sample_chain(self.policy, cond, x1, self.times, self.spec, gen)
+        chain = sample_chain(self.policy, cond, x1.to(self.device), self.times, self.spec, gen)
         t_sample = time.perf_counter() - t0
-        imgs = to_uint8(chain.images)  # uint8 [N, H, W, 3]
+        imgs = to_uint8(self.policy.decode(chain.latents[:, -1]))  # uint8 [N, H, W, 3]
         total, parts = score_batch(imgs, per_image)
         rewards = torch.as_tensor(total, dtype=torch.float32)
         group_ids = torch.arange(len(prompts)).repeat_interleave(g)
@@ -148,6 +156,7 @@ class GenGRPOTrainer:
         m = max(1, math.ceil(cfg.algo.timestep_fraction * len(steps)))
         n = chain.latents.shape[0]
         rows = torch.arange(n)
+        adv, mask = adv.to(self.device), torch.ones(n, 1, device=self.device)
         self.policy.train()
         out: dict[str, list[float]] = {}
         for epoch in range(cfg.train.epochs):
@@ -160,7 +169,7 @@ class GenGRPOTrainer:
                 logp, kl = step_logprob(self.policy, chain, rows, k, self.spec, self.ref)
                 old = chain.logp[rows, k]
                 loss, lm = ppo_clip_loss(
-                    logp[:, None], old[:, None], adv[:, None], torch.ones(n, 1),
+                    logp[:, None], old[:, None], adv[:, None], mask,
                     clip_low=cfg.algo.clip_range, clip_high=cfg.algo.clip_range,
                 )  # fmt: skip
                 if kl is not None:
@@ -176,7 +185,8 @@ class GenGRPOTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.train.lr * warm
             if cfg.train.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.train.grad_clip)
+                params = [p for p in self.policy.parameters() if p.requires_grad]
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
                 out.setdefault("actor/grad_norm", []).append(float(norm))
             self.optimizer.step()
         self.policy.eval()
@@ -192,7 +202,7 @@ class GenGRPOTrainer:
         cfg, k = self.cfg, self.cfg.eval.samples_per_prompt
         prompts = [p for p in self.eval_prompts for _ in range(k)]
         gen = torch.Generator().manual_seed(cfg.train.seed + 12345)
-        x1 = torch.randn((len(prompts), 3, self.size, self.size), generator=gen)
+        x1 = torch.randn((len(prompts), *self.policy.latent_shape), generator=gen)
         with torch.no_grad():
             imgs = to_uint8(sample_ode(self.policy, prompt_ids(prompts), cfg.sample.eval_steps, x1=x1))
         total, parts = score_batch(imgs, prompts)
@@ -252,6 +262,29 @@ class GenGRPOTrainer:
             write_report(self.run_dir)
         except Exception as e:  # a report must never cost a finished run
             print(f"report.html not written: {e}")
+
+
+def _device(name: str) -> torch.device:
+    """``model.device``: ``auto`` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"model.device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"model.device: {name!r} but CUDA is not available here")
+    return dev
+
+
+def _no_pipeline_knobs(cfg: GenConfig) -> None:
+    """The pipeline-only ``model.*`` knobs must stay at their defaults for a ``gen pretrain`` model."""
+    default = type(cfg.model)()
+    set_ = [k for k in PIPELINE_KNOBS if getattr(cfg.model, k) != getattr(default, k)]
+    if set_:
+        raise ConfigError(
+            f"model.{set_[0]}: applies to diffusers pipelines; {cfg.model.path} is a vlmrl gen pretrain model"
+        )
 
 
 def _zero_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> float:
