@@ -68,7 +68,12 @@ def test_gen_example_config_validates(path):
     from vlmrl.gen.config import load_gen_config
 
     cfg = load_gen_config(path)
-    assert cfg.model.path == "runs/gen_base" and cfg.algo.name == "flow_grpo"
+    assert cfg.algo.name == "flow_grpo"
+    if "sd35" in path.stem:  # a hub pipeline with LoRA and guidance (gen/hub.py)
+        assert cfg.model.path.startswith("stabilityai/") and cfg.model.lora_r > 0
+        assert cfg.model.guidance_scale > 1 and cfg.sample.shift > 1
+    else:
+        assert cfg.model.path == "runs/gen_base"
 
 
 @pytest.mark.parametrize("stem", ["qwen2_5_vl_3b_geo3k", "qwen2_5_vl_3b_grounding"])
