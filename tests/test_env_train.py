@@ -14,7 +14,7 @@ from vlmrl.data import generate
 from vlmrl.envs import make_env
 from vlmrl.eval.report_rollouts import render_rollouts
 from vlmrl.rollout.batch import completion_logprobs, training_inputs
-from vlmrl.rollout.multiturn import replay
+from vlmrl.rollout.trajectory_log import replay
 from vlmrl.train.grpo import GRPOTrainer
 from vlmrl.train.sft_env import trace_batch
 
@@ -110,7 +110,8 @@ def test_env_config_errors_name_the_key(override, key, tmp_path):
 
 def test_a_zoom_trajectory_with_tool_images_replays_from_its_log(tmp_path):
     from vlmrl.envs import sft_trace
-    from vlmrl.rollout.multiturn import Trajectory, Turn, trajectory_log
+    from vlmrl.rollout.trajectory import Trajectory, Turn
+    from vlmrl.rollout.trajectory_log import trajectory_log
 
     s = generate("zoom", 1, seed=2)[0]
     env = make_env("tools")()

@@ -20,8 +20,10 @@ from vlmrl.rollout.batch import (
     training_inputs,
 )
 from vlmrl.rollout.hf_engine import HFEngine
-from vlmrl.rollout.multiturn import MultiTurnSpec, episode_metrics, multiturn_rollout, replay, trajectory_log
+from vlmrl.rollout.multiturn import MultiTurnSpec, multiturn_rollout
 from vlmrl.rollout.shared_prompt import rollout_logprobs, shared_prompt_supported
+from vlmrl.rollout.trajectory import episode_metrics
+from vlmrl.rollout.trajectory_log import replay, trajectory_log
 
 
 @dataclass

@@ -255,7 +255,8 @@ def test_env_turn_view_renders_in_headless_chromium(tiny_dir, tmp_path):
     plus one ideal episode (zoom_in on the right region, its crop, the answer) and one hostile call."""
     from vlmrl.data import generate
     from vlmrl.envs import make_env, sft_trace
-    from vlmrl.rollout.multiturn import Trajectory, Turn, trajectory_log
+    from vlmrl.rollout.trajectory import Trajectory, Turn
+    from vlmrl.rollout.trajectory_log import trajectory_log
 
     run = tmp_path / "run"
     env_args = ["env.name=tools", "env.max_turns=2", "env.turn_max_new_tokens=6", "env.max_total_tokens=1200"]

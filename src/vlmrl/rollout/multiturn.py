@@ -10,16 +10,11 @@ tokens: model + environment).
 
 Token identity (why the training forward sees exactly what the sampler saw): the sequence is
 built *by concatenating ids*, never by re-tokenizing decoded text. A model turn's ids are the
-ids the sampler drew (its closing ``<|im_end|>`` included); an environment turn's ids are what
-the processor gives for the chat template's rendering of that user turn in that place::
-
-    "\\n<|im_start|>user\\n" + content (image placeholders expanded) + "<|im_end|>\\n<|im_start|>assistant\\n"
-
-(the text the chat template appends after the previous assistant message; tokenized alone it
-gives the same ids as in the full string, since it starts right after the special
-``<|im_end|>``). The resulting :class:`~vlmrl.rollout.batch.RolloutBatch` keeps today's
-semantics: ``prompt_inputs`` = the B initial prompts, the completion = every token after the
-initial prompt, ``completion_mask`` = 1 exactly on model tokens (environment tokens, the
+ids the sampler drew (its closing ``<|im_end|>`` included); an environment turn's ids are the
+processor's for the chat template's rendering of that user turn in that place (see
+:mod:`vlmrl.rollout.messages`). The resulting :class:`~vlmrl.rollout.batch.RolloutBatch` keeps
+today's semantics: ``prompt_inputs`` = the B initial prompts, the completion = every token after
+the initial prompt, ``completion_mask`` = 1 exactly on model tokens (environment tokens, the
 template tokens around them and the image pads of tool images: 0), ``sampler_logprobs`` on
 model tokens; per rollout, the tool images' pixel rows / grids (``extra_*``) and
 ``completion_token_types["mm_token_type_ids"]`` (1 on their image tokens). Tested: sampler
@@ -28,108 +23,49 @@ log-probs = training-forward log-probs (≤1e-3) on 2–3-turn trajectories with
 Vision special tokens: banned in sampling and checked by the engine on each generated turn
 (model tokens only; environment turns legitimately hold image tokens). A turn that still has
 one ends its episode and masks the whole trajectory (``finish_reason = "invalid_vision_token"``).
+
+Episodes are :class:`~vlmrl.rollout.trajectory.Trajectory` records; their logs and replay live in
+:mod:`vlmrl.rollout.trajectory_log`. Those names are re-exported here for existing importers.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image
 
 from vlmrl.rollout.batch import PromptInputs, RolloutBatch, encode_prompts
+from vlmrl.rollout.messages import (
+    IMAGE_PLACEHOLDER,
+    encode_segment,
+    env_segment_text,
+    initial_messages,
+    user_content,
+)
+from vlmrl.rollout.trajectory import Trajectory, Turn, episode_metrics, final_text
+from vlmrl.rollout.trajectory_log import Replay, replay, trajectory_log
 
-IMAGE_PLACEHOLDER = "<image>"
-
-
-@dataclass
-class Turn:
-    """One turn of a trajectory, as logged and replayed."""
-
-    role: str  # "assistant" | "user"
-    text: str
-    images: list[Image.Image] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)  # assistant turns: the env's step info
-
-
-@dataclass
-class Trajectory:
-    """One episode: its env, turns and the completion it became (ids, mask, log-probs, token types)."""
-
-    env: Any
-    group: int
-    turns: list[Turn] = field(default_factory=list)
-    messages: list[dict] = field(default_factory=list)  # chat messages so far (for the template)
-    ids: list[int] = field(default_factory=list)  # completion tokens (after the initial prompt)
-    mask: list[float] = field(default_factory=list)  # 1 on model tokens
-    logp: list[float] = field(default_factory=list)
-    mm: list[int] = field(default_factory=list)  # mm_token_type_ids over the completion
-    pixel_values: list[torch.Tensor] = field(default_factory=list)  # tool images' rows, in order
-    grids: list[torch.Tensor] = field(default_factory=list)
-    done: bool = False
-    finish: str = "stop"  # "stop" | "length" (turn/token budget) | "invalid_vision_token"
-    budget_hit: bool = False
-    latency_s: float = 0.0
-
-    @property
-    def model_turns(self) -> int:
-        return sum(t.role == "assistant" for t in self.turns)
+__all__ = [
+    "IMAGE_PLACEHOLDER",
+    "MultiTurnSpec",
+    "Replay",
+    "Trajectory",
+    "Turn",
+    "encode_segment",
+    "env_segment_text",
+    "episode_metrics",
+    "final_text",
+    "initial_messages",
+    "multiturn_rollout",
+    "replay",
+    "trajectory_log",
+    "user_content",
+]
 
 
-def user_content(text: str, n_images: int) -> list[dict[str, Any]]:
-    """HF chat content for an observation: text split at ``<image>``, images in order.
-
-    Placeholders missing from the text go after it (one per image), extra ones are an error.
-    """
-    pieces = text.split(IMAGE_PLACEHOLDER)
-    if len(pieces) - 1 > n_images:
-        raise ValueError(f"observation has {len(pieces) - 1} <image> placeholders but {n_images} images")
-    content: list[dict[str, Any]] = []
-    for i, piece in enumerate(pieces):
-        if i > 0:
-            content.append({"type": "image"})
-        if piece:
-            content.append({"type": "text", "text": piece})
-    content += [{"type": "image"}] * (n_images - (len(pieces) - 1))
-    return content
-
-
-def initial_messages(env, observation) -> list[dict]:
-    """The system turn (the env's tool descriptions) and the first user turn."""
-    msgs: list[dict] = []
-    system = env.system_prompt()
-    if system:
-        msgs.append({"role": "system", "content": [{"type": "text", "text": system}]})
-    msgs.append({"role": "user", "content": user_content(observation.text, len(observation.images))})
-    return msgs
-
-
-def env_segment_text(processor, messages: list[dict], observation) -> str:
-    """The template's text for a user turn following ``messages`` (whose last turn is the model's).
-
-    Rendered as the difference of two chat-template renderings, so it is whatever the model's
-    template writes there; the leading ``\\n`` after the model's ``<|im_end|>`` belongs to it.
-    """
-    user = {"role": "user", "content": user_content(observation.text, len(observation.images))}
-    before = processor.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
-    after = processor.apply_chat_template([*messages, user], add_generation_prompt=True, tokenize=False)
-    if not after.startswith(before) or not before.endswith("<|im_end|>\n"):
-        raise ValueError("the chat template does not render turns as a prefix-stable <|im_end|>-closed list")
-    return "\n" + after[len(before) :]
-
-
-def encode_segment(processor, text: str, images: list[Image.Image]) -> dict[str, torch.Tensor]:
-    """Processor outputs for an environment segment (no padding, one row)."""
-    enc = processor(text=[text], images=images or None, return_tensors="pt")
-    return {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
-
-
-# ---------------------------------------------------------------------------------------- rollouts
 @dataclass
 class MultiTurnSpec:
     """Budgets of a multi-turn rollout (config ``env.*``)."""
@@ -187,10 +123,6 @@ def _round_inputs(prompts: list[dict], trajs: list[Trajectory], pad_id: int) -> 
         out["image_grid_thw"] = torch.cat(gr)
     out["images_per_prompt"] = torch.tensor(counts, dtype=torch.long)
     return out
-
-
-def _tool_attempt(text: str, info: dict) -> bool:
-    return info.get("kind") == "tool" or "<tool_call>" in text
 
 
 def _add_model_turn(t: Trajectory, ids: list[int], logp: list[float], text: str) -> None:
@@ -340,161 +272,3 @@ def _assemble(enc: PromptInputs, trajs: list[Trajectory], pad_id: int) -> Rollou
         extra_image_grid_thw=[torch.cat(t.grids) if t.grids else None for t in trajs],
         completion_token_types={"mm_token_type_ids": mm},
     )
-
-
-def final_text(t: Trajectory) -> str:
-    """The last model turn's text (what the answer is read from)."""
-    for turn in reversed(t.turns):
-        if turn.role == "assistant":
-            return turn.text
-    return ""
-
-
-# ----------------------------------------------------------------------------------------- metrics
-def episode_metrics(trajs: list[Trajectory]) -> dict[str, float]:
-    """``env/*`` means over episodes: tool calls, validity of attempted calls, turns, budget hits, latency.
-
-    ``valid_call_rate`` = valid tool calls / attempted ones (a turn whose env info says ``tool``
-    or whose text holds ``<tool_call>``); 0 when nothing was attempted.
-    """
-    calls = valid = attempts = 0
-    for t in trajs:
-        for turn in t.turns:
-            if turn.role != "assistant":
-                continue
-            if _tool_attempt(turn.text, turn.info):
-                attempts += 1
-                if turn.info.get("kind") == "tool" and turn.info.get("valid", False):
-                    valid += 1
-            if turn.info.get("kind") == "tool":
-                calls += 1
-    n = max(len(trajs), 1)
-    return {
-        "env/tool_calls_per_episode": calls / n,
-        "env/valid_call_rate": valid / attempts if attempts else 0.0,
-        "env/turns": sum(t.model_turns for t in trajs) / n,
-        "env/budget_hit_rate": sum(t.budget_hit for t in trajs) / n,
-        "env/latency_s": sum(t.latency_s for t in trajs) / n,
-    }
-
-
-# ------------------------------------------------------------------------------------ logs, replay
-def _jsonable(x: Any) -> Any:
-    try:
-        json.dumps(x)
-        return x
-    except TypeError:
-        if isinstance(x, dict):
-            return {str(k): _jsonable(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [_jsonable(v) for v in x]
-        return repr(x)
-
-
-def trajectory_log(t: Trajectory, sample, out_dir: Path, prefix: str) -> dict[str, Any]:
-    """A JSON-able record of every turn (images saved as PNG under ``out_dir``, paths relative to
-    it), plus what :func:`replay` needs to rebuild the sample (id, problem, answer, facts)."""
-    out_dir = Path(out_dir)
-    img_dir = out_dir / "images"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    turns = []
-    for k, turn in enumerate(t.turns):
-        refs = []
-        for j, im in enumerate(turn.images):
-            ref = img_dir / f"{prefix}_t{k}_{j}.png"
-            im.save(ref)
-            refs.append(str(ref.relative_to(out_dir)))
-        row: dict[str, Any] = {"role": turn.role, "text": turn.text, "images": refs}
-        if turn.role == "assistant":
-            row["kind"] = turn.info.get("kind")
-            row["tool"] = turn.info.get("tool")
-            row["valid"] = bool(turn.info.get("valid", False))
-            row["error"] = turn.info.get("error")
-            row["tool_call"] = _parsed_call(turn.text)
-        turns.append(row)
-    sample_imgs = []
-    for j, im in enumerate(sample.images):
-        ref = img_dir / f"{prefix}_sample_{j}.png"
-        im.save(ref)
-        sample_imgs.append(str(ref.relative_to(out_dir)))
-    return {
-        "turns": turns,
-        "sample": {
-            "id": sample.id,
-            "problem": sample.problem,
-            "answer": sample.answer,
-            "task": sample.task,
-            "answer_type": sample.answer_type,
-            "facts": _jsonable(sample.facts),
-            "images": sample_imgs,
-        },
-    }
-
-
-def _parsed_call(text: str) -> dict | None:
-    """``{"name", "arguments"}`` of the turn's tool call, or None (the env's parser, never raises)."""
-    if "<tool_call>" not in text:
-        return None
-    try:
-        from vlmrl.envs import parse_tool_call
-    except ImportError:  # pragma: no cover - envs not installed
-        return None
-    call = parse_tool_call(text)
-    name = getattr(call, "name", None)
-    if name is None or not hasattr(call, "arguments"):
-        return None
-    return {"name": name, "arguments": _jsonable(call.arguments)}
-
-
-@dataclass
-class Replay:
-    """What the environment said when the logged model turns were played again, and the reward."""
-
-    observations: list[Turn]  # the env's user turns after the first, in order
-    reward: Any  # RewardBreakdown
-    matches: bool  # every observation's text and image pixels equal the logged ones
-
-
-def replay(log_row: dict[str, Any], env, root: str | Path = ".") -> Replay:
-    """Play a logged trajectory's model turns through a fresh ``env``; images load from ``root``.
-
-    Deterministic environments give the logged observations and reward back: the trajectory
-    is reproducible from ``rollouts/step_N.jsonl`` alone (tested).
-    """
-    from vlmrl.data import Sample
-
-    root = Path(root)
-    traj = log_row.get("trajectory", log_row)
-    s = traj["sample"]
-    images = [Image.open(root / p).convert("RGB") for p in s["images"]]
-    sample = Sample(
-        id=s["id"], images=images, problem=s["problem"], answer=s["answer"], task=s.get("task", "custom"),
-        answer_type=s.get("answer_type", "math"), facts=s.get("facts", {}),
-    )  # fmt: skip
-    env.reset(sample)
-    turns = traj["turns"]
-    observations: list[Turn] = []
-    matches = True
-    for k, turn in enumerate(turns):
-        if turn["role"] != "assistant":
-            continue
-        res = env.step(turn["text"])
-        if res.done or res.observation is None:
-            break
-        obs = Turn("user", res.observation.text, list(res.observation.images))
-        observations.append(obs)
-        logged = turns[k + 1] if k + 1 < len(turns) and turns[k + 1]["role"] == "user" else None
-        if logged is None:  # the episode ended on the token budget (loop side), not the env
-            stop = getattr(env, "stop", None)
-            if callable(stop):
-                stop("tokens")
-            break
-        same = logged["text"] == obs.text and len(logged["images"]) == len(obs.images)
-        for ref, im in zip(logged["images"], obs.images, strict=False):
-            same = same and _same_pixels(Image.open(root / ref), im)
-        matches = matches and same
-    return Replay(observations, env.reward(), matches)
-
-
-def _same_pixels(a: Image.Image, b: Image.Image) -> bool:
-    return a.size == b.size and a.convert("RGB").tobytes() == b.convert("RGB").tobytes()

@@ -21,13 +21,9 @@ from vlmrl.config import TrainConfig
 from vlmrl.data import Sample
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.hf_engine import HFEngine
-from vlmrl.rollout.multiturn import (
-    MultiTurnSpec,
-    Trajectory,
-    episode_metrics,
-    multiturn_rollout,
-    trajectory_log,
-)
+from vlmrl.rollout.multiturn import MultiTurnSpec, multiturn_rollout
+from vlmrl.rollout.trajectory import Trajectory, episode_metrics
+from vlmrl.rollout.trajectory_log import trajectory_log
 from vlmrl.train.credit import stack_parts
 
 
@@ -121,7 +117,7 @@ def write_env_rollouts(
 ) -> None:
     """``rollouts/step_N.jsonl`` for env runs: the single-turn fields (``completion`` = the last
     model turn) plus ``trajectory`` (every turn: role, text, image files, tool call, validity;
-    and the sample, so :func:`vlmrl.rollout.multiturn.replay` can play it again)."""
+    and the sample, so :func:`vlmrl.rollout.trajectory_log.replay` can play it again)."""
     if limit <= 0:
         return
     out = Path(run_dir) / "rollouts"

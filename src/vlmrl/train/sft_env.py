@@ -18,15 +18,9 @@ import torch
 from vlmrl.config import TrainConfig
 from vlmrl.data import Sample
 from vlmrl.rollout.batch import RolloutBatch, completion_logprobs, encode_prompts, training_inputs
-from vlmrl.rollout.multiturn import (
-    Trajectory,
-    _add_env_turn,
-    _add_model_turn,
-    _assemble,
-    encode_segment,
-    env_segment_text,
-    user_content,
-)
+from vlmrl.rollout.messages import encode_segment, env_segment_text, user_content
+from vlmrl.rollout.multiturn import _add_env_turn, _add_model_turn, _assemble
+from vlmrl.rollout.trajectory import Trajectory
 
 
 def trace_batch(policy, systems: list[str], traces: list[list[dict]]) -> RolloutBatch:
