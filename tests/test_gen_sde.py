@@ -125,3 +125,28 @@ def test_per_sample_times_equal_one_call_per_sample(kind):
         m1, s1 = step_mean_std(kind, x[i : i + 1], v[i : i + 1], t, s, t_max=0.9)
         assert torch.allclose(mean[i : i + 1], m1, atol=1e-12)
         assert torch.allclose(std.reshape(-1)[i if std.dim() else 0], s1.reshape(()), atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["sde", "ddim"])
+def test_stochastic_steps_leave_the_rest_of_the_chain_on_the_ode(kind):
+    """``stochastic_steps=2``: the first two transitions are the full sampler's (the same draws from
+    the same generator), every later one is the Euler step with log-prob 0 and is not trained on."""
+    from vlmrl.gen.chain import SamplerSpec, sample_chain
+
+    class Linear:  # a velocity field with no parameters: v = 0.5·x + t
+        def velocity(self, x, t, cond):
+            return 0.5 * x + t.reshape(-1, 1, 1, 1)
+
+    times = timesteps(5)
+    x1 = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    cond = torch.zeros(3, 3, dtype=torch.long)
+    full = sample_chain(Linear(), cond, x1, times, SamplerSpec(kind), torch.Generator().manual_seed(1))
+    fast = sample_chain(
+        Linear(), cond, x1, times, SamplerSpec(kind, stochastic_steps=2), torch.Generator().manual_seed(1)
+    )
+    assert fast.stochastic.tolist() == [True, True, False, False, False]
+    assert torch.equal(fast.latents[:, :3], full.latents[:, :3])
+    assert torch.equal(fast.logp[:, :2], full.logp[:, :2]) and bool((fast.logp[:, 2:] == 0).all())
+    for k in range(2, 5):
+        x, t, s = fast.latents[:, k], times[k], times[k + 1]
+        torch.testing.assert_close(fast.latents[:, k + 1], ode_step(x, 0.5 * x + t, t, s))

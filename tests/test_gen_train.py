@@ -99,6 +99,9 @@ def test_run_directory_has_metrics_grids_and_report(small_model, tmp_path):
         ("sample.noise_level=0", "sample.noise_level"),
         ("algo.timestep_fraction=1.5", "algo.timestep_fraction"),
         ("trian.steps=3", "trian"),
+        ("sample.stochastic_steps=11", "sample.stochastic_steps"),  # more than the 10 steps
+        ("model.guidance_scale=0.5", "model.guidance_scale"),
+        ("model.dtype=int8", "model.dtype"),
     ],
 )
 def test_config_errors_name_the_key(override, key):

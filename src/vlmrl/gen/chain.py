@@ -36,14 +36,27 @@ class Chain:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """Which step and its noise: ``kind`` ``sde`` (``a``), ``ddim`` (``eta``) or ``ode``."""
+    """Which step and its noise: ``kind`` ``sde`` (``a``), ``ddim`` (``eta``) or ``ode``.
+
+    ``stochastic_steps`` N > 0 makes only the chain's first N steps stochastic and the rest
+    Euler ODE steps (Flow-GRPO-Fast / MixGRPO's idea). The reward's spread within a group then
+    comes from those N steps alone (and from the initial noise, unless a group shares it), so the
+    log-prob gradient of a trained step is not drowned by the other steps' noise; the first
+    steps (high noise) are where layout, count and position are decided. 0: every step."""
 
     kind: str
     a: float = 0.7
     eta: float = 1.0
+    stochastic_steps: int = 0
 
     def mean_std(self, x: Tensor, v: Tensor, t, s, t_max: float) -> tuple[Tensor, Tensor]:
         return step_mean_std(self.kind, x, v, t, s, a=self.a, eta=self.eta, t_max=t_max)
+
+    def at(self, k: int) -> SamplerSpec:
+        """The spec of step ``k``: this one, or the ODE past ``stochastic_steps``."""
+        if self.stochastic_steps and k >= self.stochastic_steps:
+            return SamplerSpec("ode")
+        return self
 
 
 def initial_noise(
@@ -69,7 +82,7 @@ def sample_chain(
     for k in range(steps):
         t, s = times[k], times[k + 1]
         v = policy.velocity(x, torch.full((n,), t, device=x.device), cond)  # [N, C, H, W]
-        mean, std = spec.mean_std(x, v, t, s, t_max=times[1])
+        mean, std = spec.at(k).mean_std(x, v, t, s, t_max=times[1])
         x = sample_step(mean, std, generator=generator)
         if bool((std > 0).all()):
             stochastic[k] = True

@@ -52,6 +52,9 @@ class GenSampleConfig:
     """DDIM's η (``ddim`` sampler): 1 is ancestral sampling, 0 deterministic."""
     shift: float = 1.0
     """SD3 time shift of the step grid (> 1: more steps at high noise)."""
+    stochastic_steps: int = 0
+    """Only the first N training-rollout steps are stochastic (and trained on); the rest are
+    Euler ODE steps (Flow-GRPO-Fast). 0: every step (Flow-GRPO). See ``gen/chain.SamplerSpec``."""
     same_noise: bool = False
     """Start every image of a group from the same initial noise (advantages then compare only the
     chain's stochastic choices)."""
@@ -172,7 +175,20 @@ def _validate(cfg: GenConfig) -> None:
         1,
     )
     require_at_least({"model.size": cfg.model.size, "model.guidance_scale": cfg.model.guidance_scale}, 1)
-    require_at_least({"model.lora_r": cfg.model.lora_r, "model.lora_alpha": cfg.model.lora_alpha}, 0)
+    require_at_least(
+        {
+            "model.lora_r": cfg.model.lora_r,
+            "model.lora_alpha": cfg.model.lora_alpha,
+            "sample.stochastic_steps": cfg.sample.stochastic_steps,
+        },
+        0,
+    )
+    most = cfg.sample.steps - (sampler_of(cfg) == "ddim")  # DDIM's last step is deterministic
+    if cfg.sample.stochastic_steps > most:
+        raise ConfigError(
+            f"sample.stochastic_steps: {cfg.sample.stochastic_steps} exceeds the {most} stochastic steps "
+            f"of a {cfg.sample.steps}-step {sampler_of(cfg)} chain"
+        )
     if cfg.algo.group_size < 2 and cfg.algo.name == "flow_grpo":
         raise ConfigError(
             f"algo.group_size: flow_grpo compares images of a group; need >= 2, got {cfg.algo.group_size}"

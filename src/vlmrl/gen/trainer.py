@@ -73,7 +73,9 @@ class GenGRPOTrainer:
         self.ref = None
         if cfg.algo.kl_coef > 0:
             self.ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
-        self.spec = SamplerSpec(sampler_of(cfg), cfg.sample.noise_level, cfg.sample.eta)
+        self.spec = SamplerSpec(
+            sampler_of(cfg), cfg.sample.noise_level, cfg.sample.eta, cfg.sample.stochastic_steps
+        )
         self.times = timesteps(cfg.sample.steps, cfg.sample.shift)
         self.train_prompts = resolve_prompts(cfg.data.train_prompts)
         self.eval_prompts = resolve_prompts(cfg.data.eval_prompts)
