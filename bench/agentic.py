@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import command_line  # bench/ is sys.path[0] when run as a script
+
 from vlmrl.config import load_config
 from vlmrl.envs import ToolEnv, register_env
 from vlmrl.envs.registry import ENVS
@@ -295,10 +297,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/bench_agentic"))
     ap.add_argument("--out", type=Path, default=Path("bench/results/agentic"))
     args = ap.parse_args()
-    cmd = "python bench/agentic.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items()
-    )
+    cmd = command_line("agentic.py", args)
     results = []
     for seed in args.seeds:
         for arm in args.arms:
