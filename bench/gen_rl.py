@@ -171,7 +171,8 @@ def write_md(path: Path, summary: dict, args, cmd: str) -> None:
         f"{args.train_eval_samples} per prompt, on the 14 prompts RL trains on.",
         "",
         "| arm | seeds | held-out reward before | after | gain | count after | colour after | position after "
-        "| strict after | train prompts (ODE) before → after | train rollouts first 5 → last 5 steps "
+        "| strict before → after | train prompts (ODE) before → after "
+        "| train rollouts first 5 → last 5 steps "
         "| s/run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -180,7 +181,7 @@ def write_md(path: Path, summary: dict, args, cmd: str) -> None:
         lines.append(
             f"| {arm} | {s['seeds']} | {_ms(s['heldout_before'])} | {_ms(s['heldout_after'])} | "
             f"{_ms(s['gain'])} | {_ms(pa['count'])} | {_ms(pa['colour'])} | {_ms(pa['position'])} | "
-            f"{_ms(pa['strict'])} | "
+            f"{_ms(s['parts_before']['strict'])} → {_ms(pa['strict'])} | "
             f"{_ms(s['train_prompts_ode_before'])} → {_ms(s['train_prompts_ode_after'])} | "
             f"{_ms(s['train_reward_first5'])} → {_ms(s['train_reward_last5'])} | "
             f"{s['seconds']:.0f} |"
