@@ -145,6 +145,17 @@ def test_lora_flow_grpo_on_a_pipeline_trains_saves_and_resumes_exactly(pipe_dir,
         torch.testing.assert_close(resumed.policy.trainable_state()[k], v, atol=0, rtol=0)
 
 
+def test_bf16_pipeline_keeps_lora_adapters_in_fp32(pipe_dir):
+    pol = load_gen_policy(pipe_dir, size=32, dtype="bfloat16", lora_r=2)
+    trainable = [p for p in pol.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert pol.prompt_embeds.dtype == torch.bfloat16
+    v = pol.velocity(torch.randn(2, 4, 8, 8), torch.tensor([0.9, 0.4]), prompt_ids(ALL_PROMPTS[:2]))
+    assert v.dtype == torch.float32 and bool(torch.isfinite(v).all())
+    v.square().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable)
+
+
 def test_pipeline_errors_name_the_setting(pipe_dir, small_model, tmp_path):
     from diffusers import DDPMScheduler
 

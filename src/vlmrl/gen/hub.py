@@ -130,6 +130,9 @@ class PipelinePolicy(nn.Module):
             with torch.random.fork_rng(devices=[]):  # the same adapters for every load of a source
                 torch.manual_seed(0)
                 self.transformer.add_adapter(lora)
+            for p in self.transformer.parameters():  # adapters in fp32 under a bf16/fp16 transformer:
+                if p.requires_grad:  # Adam's tiny updates would round away in half precision
+                    p.data = p.data.float()
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -263,7 +266,7 @@ def load_pipeline_policy(source: str | Path, device: str | torch.device = "cpu",
             raise ValueError(f"{saved}: unknown key(s) {sorted(set(raw) - names)}")
         knobs, source, weights = raw, raw.pop("source"), Path(source)
     spec = PipelineSpec(source=str(source), **knobs)
-    pipe = load_pipeline(spec.source, spec.dtype)
+    pipe = load_pipeline(spec.source, spec.dtype).to(device)  # encode the prompts where it will run
     policy = PipelinePolicy(pipe, spec)
     if weights is not None:
         policy.load_trained(weights)
