@@ -22,16 +22,10 @@ class Chain:
     """One batch of sampled chains (``N`` images, ``T`` steps)."""
 
     cond: Tensor  # [N, 3] prompt ids
-    latents: Tensor  # [N, T + 1, C, H, W]: x at t_0 = 1 (noise) … t_T = 0 (the image, or its latent)
+    latents: Tensor  # [N, T + 1, C, H, W]: x at t_0 = 1 (noise) … t_T = 0 (image = policy.decode(x))
     logp: Tensor  # [N, T] sampler log-prob of each transition (0 where deterministic)
     stochastic: Tensor  # [T] bool: transitions with std > 0 (the ones trained on)
     times: list[float]  # [T + 1]
-
-    @property
-    def images(self) -> Tensor:
-        """The final states ``[N, C, H, W]`` clamped to [-1, 1]: the images of a pixel-space
-        generator (a latent one's are ``policy.decode(chain.latents[:, -1])``)."""
-        return self.latents[:, -1].clamp(-1.0, 1.0)
 
 
 @dataclass(frozen=True)
