@@ -195,13 +195,10 @@ class PipelinePolicy(nn.Module):
     def load_trained(self, model_dir: str | Path) -> None:
         """Load the weights :meth:`save` wrote into ``model_dir``; a file that does not fit is one
         error naming it (the pipeline itself is not rebuilt: a resume keeps this one)."""
-        from safetensors.torch import load_file
+        from vlmrl.gen.model import read_weights
 
         path = Path(model_dir) / WEIGHTS_FILE
-        try:
-            state = load_file(str(path))
-        except Exception as e:  # safetensors raises its own error type on bad bytes
-            raise ValueError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+        state = read_weights(path)
         want = self.trainable_state()
         bad = sorted(set(want) ^ set(state)) + [
             k for k in want if k in state and state[k].shape != want[k].shape

@@ -175,7 +175,6 @@ def load_flow_policy(model_dir: str | Path, device: str | torch.device = "cpu") 
     wrong/missing spec keys, corrupt safetensors, tensors that do not fit the spec), each a single
     line naming the file.
     """
-    from safetensors.torch import load_file
 
     d = Path(model_dir)
     if not d.is_dir():
@@ -196,11 +195,7 @@ def load_flow_policy(model_dir: str | Path, device: str | torch.device = "cpu") 
     if version != FORMAT_VERSION:
         raise ValueError(f"{spec_path}: format {version!r} not supported (expected {FORMAT_VERSION})")
     spec = GenModelSpec.from_dict(raw, where=str(spec_path))
-    try:
-        state = load_file(str(weights_path))
-    except Exception as e:  # safetensors raises its own SafetensorError or OSError on bad bytes
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{weights_path}: not a readable safetensors file ({first})") from None
+    state = read_weights(weights_path)
     model = FlowPolicy(spec)
     want = model.state_dict()
     missing = sorted(set(want) - set(state))
@@ -217,6 +212,17 @@ def load_flow_policy(model_dir: str | Path, device: str | torch.device = "cpu") 
         raise ValueError(f"{weights_path}: does not match the spec in {SPEC_FILE}: " + "; ".join(parts))
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; unreadable bytes are one ``ValueError`` naming the file."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own SafetensorError or OSError on bad bytes
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not a readable safetensors file ({first})") from None
 
 
 def load_gen_policy(path: str | Path, device: str | torch.device = "cpu", **pipeline_knobs):
