@@ -79,8 +79,9 @@ class GenGRPOTrainer:
         self.times = timesteps(cfg.sample.steps, cfg.sample.shift)
         self.train_prompts = resolve_prompts(cfg.data.train_prompts)
         self.eval_prompts = resolve_prompts(cfg.data.eval_prompts)
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]  # LoRA: adapters only
         self.optimizer = torch.optim.AdamW(
-            [p for p in self.policy.parameters() if p.requires_grad],
+            self.params,
             lr=cfg.train.lr,
             weight_decay=cfg.train.weight_decay,
         )
@@ -187,8 +188,7 @@ class GenGRPOTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.train.lr * warm
             if cfg.train.grad_clip > 0:
-                params = [p for p in self.policy.parameters() if p.requires_grad]
-                norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip)
                 out.setdefault("actor/grad_norm", []).append(float(norm))
             self.optimizer.step()
         self.policy.eval()
