@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from vlmrl.models.base_mix import BASE_NAME
 from vlmrl.models.tokenizer import VISION_SPECIAL_TOKENS
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
@@ -37,6 +39,24 @@ class Policy:
         return ids
 
 
+def tiny_base_path() -> Path:
+    """Where the shipped tiny base lives inside the installed package."""
+    return Path(str(resources.files("vlmrl") / "assets" / "tiny-base"))
+
+
+def resolve_model_path(name_or_path: str | Path) -> str:
+    """``"vlmrl-tiny-base"`` -> the shipped checkpoint's folder; anything else unchanged."""
+    if str(name_or_path) == BASE_NAME:
+        path = tiny_base_path()
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(
+                f"{BASE_NAME}: the shipped checkpoint is missing from {path}; reinstall vlmrl "
+                "or build one with `vlmrl pretrain-tiny`"
+            )
+        return str(path)
+    return str(name_or_path)
+
+
 def load_policy(
     name_or_path: str | Path,
     dtype: str = "float32",
@@ -48,6 +68,8 @@ def load_policy(
 ) -> Policy:
     """Load any ``AutoModelForImageTextToText`` + ``AutoProcessor`` from a hub id or a local directory.
 
+    ``"vlmrl-tiny-base"`` names the tiny base shipped inside the package (see its model card).
+
     The processor is loaded with left padding: batched generation appends to the right end.
     ``min_pixels`` / ``max_pixels`` bound the image area the processor resizes to (Qwen2-VL-family
     processors' own keywords, as EasyR1's ``data.min_pixels`` / ``max_pixels``); None keeps the
@@ -55,7 +77,7 @@ def load_policy(
     """
     if dtype not in _DTYPES:
         raise ValueError(f"model.dtype: unknown value {dtype!r}; allowed: {sorted(_DTYPES)}")
-    src = str(name_or_path)
+    src = resolve_model_path(name_or_path)
     local = Path(src)
     if (src.startswith((".", "/")) or local.exists()) and not (local / "config.json").exists():
         raise FileNotFoundError(

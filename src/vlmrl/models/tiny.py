@@ -12,6 +12,7 @@ Sizes come from measurement (shared/FACTS.md), not taste:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,9 +48,10 @@ class TinyConfig:
     seed: int = 0
 
 
-def build_tiny_processor(cfg: TinyConfig) -> Qwen2_5_VLProcessor:
-    """Tokenizer + image processor + the video processor transformers 5 requires."""
-    tokenizer = train_tokenizer(vocab_size=cfg.vocab_size)
+def build_tiny_processor(cfg: TinyConfig, extra_texts: Iterable[str] = ()) -> Qwen2_5_VLProcessor:
+    """Tokenizer (trained on the base corpus plus ``extra_texts``) + image processor + the video
+    processor transformers 5 requires."""
+    tokenizer = train_tokenizer(extra_texts, vocab_size=cfg.vocab_size)
     size = {"shortest_edge": cfg.image_pixels, "longest_edge": cfg.image_pixels}
     image_processor = Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
     video_processor = Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
