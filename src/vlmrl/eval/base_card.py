@@ -76,7 +76,8 @@ def write_card(path, state: dict[str, Any], rows: dict, held: dict) -> None:
     path = Path(path)
     spec = state["spec"]
     mix = "\n".join(
-        f"| `{e.name}` | `{e.task}` | `{json.dumps(e.knobs)}` | {', '.join(e.templates)} | {e.weight} | {e.stage} |"
+        f"| `{e.name}` | `{e.task}` | `{json.dumps(e.knobs)}` | {', '.join(e.templates)} "
+        f"| {e.weight} | {e.stage} |"
         for e in PRETRAIN_MIX
     )
     held_notes = "\n".join(f"- `{k}`: {v}" for k, v in HELD_OUT_NOTES.items())
@@ -92,13 +93,14 @@ tags: [vlmrl, qwen2_5_vl, tiny, procedural]
 ---
 # vlmrl-tiny-base
 
-A {state['params'] / 1e6:.2f} M-parameter Qwen2.5-VL (real architecture, tiny config) pretrained by
+A {state["params"] / 1e6:.2f} M-parameter Qwen2.5-VL (real architecture, tiny config) pretrained by
 vlmrl's own code on procedural visual tasks, so that what RL does to perception can be seen on a
 CPU. Load it with `load_policy("vlmrl-tiny-base")` or plain
 `AutoModelForImageTextToText.from_pretrained(<this folder>)`.
 
 - Command: `{command}`
-- Seed {spec['seed']}; {state['step']} steps of batch {spec['batch_size']}; wall time {state['seconds']:.0f} s on 2 CPU cores.
+- Seed {spec["seed"]}; {state["step"]} steps of batch {spec["batch_size"]};
+  wall time {state["seconds"]:.0f} s on 2 CPU cores.
 - Images are resized to 112×112 (16 image tokens); tokenizer: byte-level BPE trained on the tasks' text.
 
 ## Data mix (fresh procedural samples every step; stage 1 joins after 15% of the steps)

@@ -71,7 +71,8 @@ HELD_OUT_NOTES: dict[str, str] = {
     "count_new_distractors": "count red circles among green/yellow distractors (trained: blue/purple)",
     "count_larger": "7-8 targets (trained: 1-6)",
     "position_small": "circle radius 4-7% of the side (trained: 9-15%)",
-    "pope_adversarial": "absent object differs from a present one by one attribute (trained: random, popular)",
+    "pope_adversarial": "absent object differs from a present one by one attribute "
+    "(trained: random, popular)",
     "chart_no_labels": "bar values read from the axis, no value labels (trained: labelled bars)",
 }
 
@@ -90,4 +91,6 @@ def find_entry(name: str) -> MixEntry:
     for e in (*PRETRAIN_MIX, *HELD_OUT):
         if e.name == name:
             return e
-    raise ValueError(f"unknown tiny-base task {name!r}; allowed: {[e.name for e in (*PRETRAIN_MIX, *HELD_OUT)]}")
+    raise ValueError(
+        f"unknown tiny-base task {name!r}; allowed: {[e.name for e in (*PRETRAIN_MIX, *HELD_OUT)]}"
+    )

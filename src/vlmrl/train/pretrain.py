@@ -111,7 +111,7 @@ def build_base(spec: PretrainSpec, tiny: TinyConfig | None = None) -> Policy:
 
 
 def save(policy: Policy, out: Path, state: dict) -> None:
-    """``save_pretrained`` model + processor, then the JSON state (written last: its presence marks a whole save)."""
+    """``save_pretrained`` model + processor, then the JSON state (written last: a whole save)."""
     out.mkdir(parents=True, exist_ok=True)
     policy.model.save_pretrained(out)
     policy.processor.save_pretrained(out)
@@ -119,7 +119,10 @@ def save(policy: Policy, out: Path, state: dict) -> None:
 
 
 def pretrain(spec: PretrainSpec, on_log=print, evaluate_fn=None) -> Path:
-    """Run the pretraining; returns the output directory. ``evaluate_fn(policy) -> dict`` runs every ``eval_every``."""
+    """Run the pretraining; return the output directory.
+
+    ``evaluate_fn(policy) -> dict`` runs every ``eval_every`` steps; its result goes in the state.
+    """
     if spec.threads:
         torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
@@ -145,8 +148,13 @@ def pretrain(spec: PretrainSpec, on_log=print, evaluate_fn=None) -> Path:
         if done % 50 == 0:
             on_log(f"step {done}: loss {ema:.4f} lr {lr_at(step, spec):.2e} {time.perf_counter() - t0:.0f}s")
         if done % spec.save_every == 0 or done == spec.steps:
-            state = {"step": done, "seconds": time.perf_counter() - t0, "spec": asdict(spec),
-                     "params": n_params, "loss_ema": ema}
+            state = {
+                "step": done,
+                "seconds": time.perf_counter() - t0,
+                "spec": asdict(spec),
+                "params": n_params,
+                "loss_ema": ema,
+            }
             if evaluate_fn is not None and (done % spec.eval_every == 0 or done == spec.steps):
                 policy.model.eval()
                 state["eval"] = evaluate_fn(policy)
@@ -154,8 +162,6 @@ def pretrain(spec: PretrainSpec, on_log=print, evaluate_fn=None) -> Path:
                 on_log(f"step {done}: eval {json.dumps(state['eval'])}")
             save(policy, out, state)
     return out
-
-
 
 
 def pretrain_and_card(
@@ -173,8 +179,17 @@ def pretrain_and_card(
     from vlmrl.eval.base_card import evaluate_entries, write_card
     from vlmrl.models.base_mix import HELD_OUT
 
-    spec = PretrainSpec(out=out, steps=steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
-                        save_every=min(500, eval_every), eval_every=eval_every, eval_size=eval_size)
+    spec = PretrainSpec(
+        out=out,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        threads=threads,
+        save_every=min(500, eval_every),
+        eval_every=eval_every,
+        eval_size=eval_size,
+    )
 
     def quick_eval(policy: Policy) -> dict:
         return {k: v["acc"] for k, v in evaluate_entries(policy, PRETRAIN_MIX, eval_size, seed=1).items()}
