@@ -41,14 +41,14 @@ from typing import Any
 from _common import command_line  # bench/ is sys.path[0] when run as a script
 
 from vlmrl.config import load_config
+from vlmrl.data.stream import eval_samples
 from vlmrl.envs import ToolEnv, register_env
 from vlmrl.envs.registry import ENVS
+from vlmrl.eval.multiturn import evaluate_multiturn
 from vlmrl.models import TinyConfig, make_tiny
-from vlmrl.train.env_round import evaluate_multiturn
+from vlmrl.run.metrics import read_metrics
 from vlmrl.train.grpo import GRPOTrainer
-from vlmrl.train.metrics import read_metrics
 from vlmrl.train.sft import run_sft
-from vlmrl.train.stream import eval_samples
 
 SHORT_SYSTEM = (
     "Tool zoom_in(region): region is one of top-left, top, top-right, left, center, right, "

@@ -1,7 +1,7 @@
 """RL for visual generation on the CPU: Flow-GRPO vs DDPO on the same budget, and KL on vs off.
 
 One pretrained generator (``vlmrl gen pretrain``: the 1.1 M-parameter flow-matching UNet of
-``shared/FACTS.md``, 32 px, 18 prompts "N colour circles on the side"), then per seed three
+``docs/facts.md``, 32 px, 18 prompts "N colour circles on the side"), then per seed three
 arms with the same steps, prompts, group size, sampler steps and learning rate:
 
 - ``flow_grpo``      — SDE rollouts (noise level a), group-relative advantages, KL β to the

@@ -62,7 +62,7 @@ def ratio_gap(trainer) -> float:
     """max |sampler − training forward| log-prob on one fresh rollout batch, before any update."""
     from vlmrl.rollout.batch import completion_logprobs, training_inputs
 
-    _, batch, *_ = trainer._rollout_round(trainer.cfg.train.batch_prompts)
+    batch = trainer._rollout_round(trainer.cfg.train.batch_prompts).batch
     model = trainer.policy.model.eval()
     worst = 0.0
     with torch.no_grad():

@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-#: TinyConfig overrides per size; ``small`` is about the 0.65 M-param model of shared/FACTS.md.
+#: TinyConfig overrides per size; ``small`` is about the 0.65 M-param model of docs/facts.md.
 SIZES: dict[str, dict] = {
     "small": dict(
         hidden_size=64,

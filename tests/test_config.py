@@ -76,3 +76,51 @@ def test_every_command_has_help(capsys):
             parser.parse_args([name, "--help"])
         assert e.value.code == 0
         assert "usage" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- one source for each fact
+
+
+def test_algo_choices_are_the_registries_names():
+    """The config accepts exactly what the code implements (it refused ``reinforce_pp_baseline``)."""
+    from vlmrl.algos import ADVANTAGE_ESTIMATORS, AGGREGATORS, KL_ESTIMATORS, POLICY_LOSSES
+    from vlmrl.config.schema import CHOICES
+
+    assert set(CHOICES["algo.advantage"]) == {str(k) for k in ADVANTAGE_ESTIMATORS}
+    assert set(CHOICES["algo.loss"]) == {str(k) for k in POLICY_LOSSES}
+    assert set(CHOICES["algo.loss_agg"]) == {str(k) for k in AGGREGATORS}
+    assert (
+        set(CHOICES["algo.kl_estimator"])
+        == set(CHOICES["algo.papo_kl_estimator"])
+        == {str(k) for k in KL_ESTIMATORS}
+    )
+    assert (
+        load_config(overrides=["algo.advantage=reinforce_pp_baseline"]).algo.advantage
+        == "reinforce_pp_baseline"
+    )
+
+
+def test_each_loss_brings_its_own_clip_defaults():
+    """GSPO loaded with PPO's 0.2, which its own docstring says never clips a sequence ratio."""
+    gspo = load_config(overrides=["algo.loss=gspo"]).algo
+    assert (gspo.clip_low, gspo.clip_high, gspo.dual_clip_c) == (3e-4, 4e-4, None)
+    ppo = load_config().algo
+    assert (ppo.clip_low, ppo.clip_high, ppo.dual_clip_c) == (0.2, 0.2, None)
+    dual = load_config(overrides=["algo.loss=dual_clip"]).algo
+    assert dual.dual_clip_c == 3.0
+    assert load_config(overrides=["algo.clip_high=0.28"]).algo.clip_high == 0.28
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["algo.clip_low=1.5"], r"algo.loss=ppo_clip: clip_low must be in \[0, 1\), got 1.5"),
+        (["algo.loss=gspo", "algo.clip_high=0.2"], r"algo.loss=gspo: clip_high must be in \[0, 0.01\]"),
+        (["algo.dual_clip_c=3"], "dual_clip_c applies to the dual_clip loss only"),
+        (["algo.loss=dual_clip", "algo.dual_clip_c=0.5"], "dual_clip_c must be > 1"),
+    ],
+)
+def test_clip_values_outside_the_loss_range_fail_at_load_time(overrides, message):
+    """``algo.clip_low=1.5`` loaded and failed only in the first update; ``dual_clip_c`` was ignored."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=overrides)

@@ -27,7 +27,7 @@ from conftest import QUICK_RUN
 from vlmrl.algos import broadcast_advantages
 from vlmrl.config import load_config
 from vlmrl.models import load_policy
-from vlmrl.train.metrics import read_metrics
+from vlmrl.run.metrics import read_metrics
 from vlmrl.train.update import UpdateSpec, policy_update
 
 WORLD = 2
@@ -61,7 +61,7 @@ def _spec(overrides: list[str]) -> UpdateSpec:
 
 def _update(model_dir, batch, rewards, spec: UpdateSpec) -> tuple[dict, dict[str, torch.Tensor]]:
     """SGD(lr=1) so the weight change is the (clipped) gradient itself; fixed minibatch order."""
-    from vlmrl.train.dist import global_advantages, reduce_metrics
+    from vlmrl.run.dist import global_advantages, reduce_metrics
 
     model = load_policy(model_dir).model
     adv = broadcast_advantages(
@@ -84,7 +84,7 @@ def _worker(rank: int, port: int, data: str, out: str) -> None:
     k = batch.prompt_inputs["input_ids"].shape[0] // WORLD
     rows = (batch.prompt_index // k) == rank  # rollouts are grouped by prompt, in prompt order
     local = select_prompts(batch, list(range(rank * k, (rank + 1) * k)))
-    from vlmrl.train.dist import gather_objects, seed_rank_rng
+    from vlmrl.run.dist import gather_objects, seed_rank_rng
 
     torch.manual_seed(0)  # as every rank of a run does; then ranks ≥ 1 take their own streams
     seed_rank_rng(0, 0, None)
@@ -142,7 +142,7 @@ def test_two_ranks_update_equals_one_process(tiny_dir, fixed_rollouts, tmp_path)
 
 
 def test_shard_needs_divisible_batch(tiny_dir):
-    from vlmrl.train.stream import PromptStream
+    from vlmrl.data.stream import PromptStream
 
     cfg = load_config(overrides=["train.batch_prompts=3"])
     stream = PromptStream(cfg.data)

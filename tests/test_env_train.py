@@ -14,9 +14,9 @@ from vlmrl.data import generate
 from vlmrl.envs import make_env
 from vlmrl.eval.report_rollouts import render_rollouts
 from vlmrl.rollout.batch import completion_logprobs, training_inputs
+from vlmrl.rollout.multiturn import trace_batch
 from vlmrl.rollout.trajectory_log import replay
 from vlmrl.train.grpo import GRPOTrainer
-from vlmrl.train.sft_env import trace_batch
 
 
 def _overrides(tiny_dir, run_dir, *extra) -> list[str]:

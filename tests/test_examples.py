@@ -14,8 +14,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from vlmrl.config import load_config
+from vlmrl.run.metrics import read_metrics
 from vlmrl.train.grpo import GRPOTrainer
-from vlmrl.train.metrics import read_metrics
 
 _ALL = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
 EXAMPLES = [p for p in _ALL if not p.stem.startswith("gen_")]  # VLM recipes (vlmrl train)

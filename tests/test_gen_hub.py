@@ -15,7 +15,8 @@ import torch
 from vlmrl.config.load import ConfigError
 from vlmrl.gen.config import load_gen_config
 from vlmrl.gen.hub import WEIGHTS_FILE, PipelinePolicy, PipelineSpec, load_pipeline
-from vlmrl.gen.model import load_gen_policy, sample_ode
+from vlmrl.gen.load import load_gen_policy
+from vlmrl.gen.model import sample_ode
 from vlmrl.gen.prompts import ALL_PROMPTS, prompt_ids
 from vlmrl.gen.trainer import GenGRPOTrainer
 
@@ -116,7 +117,8 @@ def test_lora_flow_grpo_on_a_pipeline_trains_saves_and_resumes_exactly(pipe_dir,
     rows = straight.train()
     assert rows[1]["actor/ratio_max_first_pass"] == pytest.approx(1.0, abs=1e-6)
     assert rows[1]["actor/kl_ref"] == pytest.approx(0.0, abs=1e-9)
-    assert 0.0 <= rows[2]["eval/reward"] <= 1.0
+    # the logged held-out reward is the evaluation of the final weights (its noise is fixed per run)
+    assert rows[2]["eval/reward"] == pytest.approx(straight.evaluate(save_grid_png=False)["eval/reward"])
     from safetensors.torch import load_file
 
     saved = load_file(str(tmp_path / "a" / "checkpoints" / "step_2" / "model" / WEIGHTS_FILE))

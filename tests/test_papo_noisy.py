@@ -17,10 +17,10 @@ from vlmrl.config import load_config
 from vlmrl.config.load import ConfigError
 from vlmrl.data import build_messages
 from vlmrl.rollout.batch import completion_logprobs, encode_prompts, select_prompts, training_inputs
+from vlmrl.rollout.noisy import add_pixel_noise, noise_scale, noise_std_at, noisy_images
 from vlmrl.train.grpo import GRPOTrainer
-from vlmrl.train.noisy import add_pixel_noise, noise_scale, noise_std_at, noisy_images
-from vlmrl.train.papo import image_generators, masked_batch, patch_mask, step_generator
 from vlmrl.train.update import policy_update
+from vlmrl.vision.papo import image_generators, masked_batch, patch_mask, step_generator
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def _rollouts(trainer: GRPOTrainer, k: int = 2):
         trainer.policy.processor, [build_messages(s, "answer") for s in samples], [s.images for s in samples]
     )
     batch = trainer.engine.generate(enc, trainer.cfg.rollout.n)
-    rewards = trainer._score(samples, batch.texts, batch.prompt_index.tolist())[0]
+    rewards = trainer._score(samples, batch).rewards
     adv = broadcast_advantages(compute_advantages("grpo", rewards, batch.prompt_index), batch.completion_mask)
     return batch, adv
 
@@ -251,7 +251,8 @@ def test_noisy_rollouts_sample_from_noise_but_train_on_clean_pixels(tiny_dir, tm
     cfg = _cfg(tiny_dir, tmp_path, plugin, "rollout.noisy_frac=0.5", "rollout.noise_std=0.5")
     trainer = GRPOTrainer(cfg)
     calls = _spy_generate(trainer)
-    samples, batch, rewards, metrics, _ = trainer._rollout_round(2)
+    ro = trainer._rollout_round(2)
+    samples, batch, rewards, metrics = ro.samples, ro.batch, ro.rewards, ro.metrics
     assert [c[1] for c in calls] == [2, 2]  # ⌊0.5·4⌋ noisy, the rest clean
     (clean_in, _, clean_out), (noisy_in, _, noisy_out) = calls
     assert not torch.equal(clean_in["pixel_values"], noisy_in["pixel_values"])
@@ -296,7 +297,8 @@ def test_noisy_pixels_depend_on_step_and_data_not_on_global_rng(tiny_dir, tmp_pa
 def test_noisy_frac_zero_is_the_plain_path(tiny_dir, tmp_path, plugin):
     trainer = GRPOTrainer(_cfg(tiny_dir, tmp_path, plugin))
     torch.manual_seed(7)
-    samples, batch, _, metrics, _ = trainer._rollout_round(2)
+    ro = trainer._rollout_round(2)
+    samples, batch, metrics = ro.samples, ro.batch, ro.metrics
     assert "rollout/noise_std" not in metrics and "reward/noisy" not in metrics
     trainer.stream.position = 0
     torch.manual_seed(7)
@@ -318,7 +320,7 @@ def test_off_policy_old_logprobs_of_noisy_rollouts_are_clean_image_logprobs(tiny
     )  # fmt: skip
     trainer = GRPOTrainer(cfg)
     calls = _spy_generate(trainer)
-    _, batch, _, _, _ = trainer._rollout_round(2)
+    batch = trainer._rollout_round(2).batch
     (_, _, clean_out), (_, _, noisy_out) = calls
     noisy_rows = [2, 3, 6, 7]
     inputs, _ = training_inputs(batch, noisy_rows)

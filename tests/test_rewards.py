@@ -48,7 +48,8 @@ def test_docstring_examples(mod: str) -> None:
     ("completion", "expected"),
     [
         ("<answer> 3 </answer>", "3"),
-        ("<answer>1</answer> then <answer>2</answer>", "2"),  # the last pair
+        ("<answer>1</answer> then <answer>2</answer>", None),  # two different answers: none
+        ("<answer>2</answer> so <answer> 2 </answer>", "2"),  # the same answer twice: that answer
         ("<answer><answer>7</answer></answer>", "7"),  # nested: the innermost
         ("so \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),  # nested braces balance
         ("\\boxed{1} \\boxed{2", "1"),  # the last balanced one
@@ -411,3 +412,29 @@ def test_timeout_repeats_when_swallowed(where: str) -> None:
 
 def test_parse_number_rejects_infinities() -> None:
     assert parse_number("1e400") is None and parse_number("-inf") is None
+
+
+# --------------------------------------------------------------------------- several answers
+
+
+@pytest.mark.parametrize(
+    ("name", "right", "wrong", "answer_type"),
+    [
+        ("accuracy", "7", "8", "number"),
+        ("auto", "7", "8", "number"),
+        ("number", "7", "8", "number"),
+        ("math", "7", "8", "math"),
+        ("choice", "B", "C", "choice"),
+        ("yesno", "yes", "no", "yesno"),
+        ("text", "red", "blue", "text"),
+        ("iou", "[0, 0, 10, 10]", "[50, 50, 60, 60]", "box"),
+        ("iou_1000", "[0, 0, 10, 10]", "[500, 500, 600, 600]", "box"),
+    ],
+)
+def test_several_distinct_answers_score_zero(name: str, right: str, wrong: str, answer_type: str) -> None:
+    """Hedging (`<answer>8</answer><answer>7</answer>`) must not pay when the last one is right:
+    it did (1.0), a reward-hacking vector. The same answer twice is still one answer."""
+    s = sample(right, answer_type, images=[Image.new("RGB", (1000, 1000))])  # pixels = 1000-scale
+    assert total(name, ans(right), s) == pytest.approx(1.0)
+    assert total(name, ans(wrong) + ans(right), s) == 0.0
+    assert total(name, ans(right) + " " + ans(right), s) == pytest.approx(1.0)

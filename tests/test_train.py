@@ -15,8 +15,8 @@ import torch
 
 from conftest import QUICK_RUN
 from vlmrl.config import load_config
+from vlmrl.run.metrics import read_metrics
 from vlmrl.train.grpo import GRPOTrainer
-from vlmrl.train.metrics import read_metrics
 from vlmrl.train.update import policy_update
 
 
@@ -82,7 +82,7 @@ def test_micro_batch_invariance(tiny_dir, tmp_path, plugin):
         trainer.policy.processor, [build_messages(s, "answer") for s in samples], [s.images for s in samples]
     )
     batch = trainer.engine.generate(enc, 4)
-    rewards = trainer._score(samples, batch.texts, batch.prompt_index.tolist())[0]
+    rewards = trainer._score(samples, batch).rewards
     adv = broadcast_advantages(compute_advantages("grpo", rewards, batch.prompt_index), batch.completion_mask)
     model = trainer.policy.model
     start = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -8,7 +8,7 @@
    write plots and the run's ``report.html``.
 
 Why a shift, not few labels: measured here, this tiny model generalises counting from 96
-labels to 100% held-out (shared/FACTS.md saw 15% with another model), which leaves RL nothing
+labels to 100% held-out (docs/facts.md saw 15% with another model), which leaves RL nothing
 to do; on unseen distractor colours the same model drops to ~40%, which RL can fix.
 """
 
@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from vlmrl.config import load_config
+from vlmrl.eval.report_curves import plot_run
 from vlmrl.models import TinyConfig, make_tiny
+from vlmrl.run.progress import run_with_progress
 from vlmrl.train.grpo import GRPOTrainer
-from vlmrl.train.plots import plot_run
-from vlmrl.train.progress import run_with_progress
 from vlmrl.train.sft import run_sft
 
 

@@ -24,7 +24,9 @@ from vlmrl.algos.entropy import entropy_from_logits, entropy_from_logits_chunked
 from vlmrl.algos.kl import KL_ESTIMATORS, KLEstimator, kl_in_reward, kl_k1, kl_k2, kl_k3, kl_penalty
 from vlmrl.algos.logprobs import token_logprobs
 from vlmrl.algos.losses import (
+    CLIP_RANGES,
     POLICY_LOSSES,
+    ClipRange,
     PolicyLoss,
     compute_policy_loss,
     dual_clip_loss,
@@ -36,9 +38,11 @@ from vlmrl.algos.perception import papo_loss, perception_kl
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGGREGATORS",
+    "CLIP_RANGES",
     "KL_ESTIMATORS",
     "POLICY_LOSSES",
     "AdvantageEstimator",
+    "ClipRange",
     "KLEstimator",
     "LossAgg",
     "PolicyLoss",

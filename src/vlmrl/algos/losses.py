@@ -22,7 +22,9 @@ log-probs are off by ~1e-2, more than GSPO's whole clip range.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
@@ -208,6 +210,45 @@ POLICY_LOSSES: dict[PolicyLoss, PolicyLossFn] = {
     PolicyLoss.PPO_CLIP: ppo_clip_loss,
     PolicyLoss.DUAL_CLIP: dual_clip_loss,
     PolicyLoss.GSPO: gspo_loss,
+}
+
+
+@dataclass(frozen=True)
+class ClipRange:
+    """A loss's own clip defaults and the ranges in which its clip does something sensible.
+
+    ``clip_low`` must lie in ``[0, low_max)`` (``1 − clip_low > 0``: a ratio bound below 1 that is
+    still positive); ``clip_high`` in ``[0, high_max]``. ``dual_clip_c`` is ``None`` for losses
+    that have no dual clip (setting it for them is an error, not a silent no-op).
+    """
+
+    clip_low: float
+    clip_high: float
+    low_max: float = 1.0
+    high_max: float = math.inf
+    dual_clip_c: float | None = None
+
+    def problems(self, clip_low: float, clip_high: float, dual_clip_c: float | None) -> list[str]:
+        """What is wrong with these values for this loss (empty: nothing), one phrase each."""
+        out = []
+        if not 0.0 <= clip_low < self.low_max:
+            out.append(f"clip_low must be in [0, {self.low_max:g}), got {clip_low:g}")
+        if not 0.0 <= clip_high <= self.high_max:
+            out.append(f"clip_high must be in [0, {self.high_max:g}], got {clip_high:g}")
+        if dual_clip_c is not None and self.dual_clip_c is None:
+            out.append("dual_clip_c applies to the dual_clip loss only")
+        if dual_clip_c is not None and self.dual_clip_c is not None and dual_clip_c <= 1.0:
+            out.append(f"dual_clip_c must be > 1 (it bounds the ratio from above), got {dual_clip_c:g}")
+        return out
+
+
+#: Each loss's clip defaults and valid ranges (the config takes both from here). GSPO's ratios are
+#: length-normalised sequence ratios, within ~1e-3 of 1: its paper's 3e-4 / 4e-4, and any clip
+#: above 0.01 would never bind.
+CLIP_RANGES: dict[PolicyLoss, ClipRange] = {
+    PolicyLoss.PPO_CLIP: ClipRange(0.2, 0.2),
+    PolicyLoss.DUAL_CLIP: ClipRange(0.2, 0.2, dual_clip_c=3.0),
+    PolicyLoss.GSPO: ClipRange(3e-4, 4e-4, low_max=0.01, high_max=0.01),
 }
 
 

@@ -51,9 +51,12 @@ def _parse_knobs(items: list[str]) -> dict:
 
 def _cmd_sft(args) -> None:
     from vlmrl.config import load_config
-    from vlmrl.train.sft import run_sft
+    from vlmrl.config.checks import check_before_loading
 
     cfg = load_config(args.config, args.overrides)
+    check_before_loading(cfg, cfg.sft.init)
+    from vlmrl.train.sft import run_sft  # torch and transformers load only now
+
     res = run_sft(cfg, on_log=lambda s, r: print(f"sft step {s}: loss {r['sft/loss']:.4f}", flush=True))
     print(
         f"SFT held-out accuracy {res['accuracy_before']:.3f} -> {res['accuracy_after']:.3f} "
@@ -63,11 +66,14 @@ def _cmd_sft(args) -> None:
 
 def _cmd_train(args) -> None:
     from vlmrl.config import load_config
-    from vlmrl.train.dist import shutdown
-    from vlmrl.train.grpo import GRPOTrainer
-    from vlmrl.train.progress import run_with_progress
+    from vlmrl.config.checks import check_before_loading
 
     cfg = load_config(args.config, args.overrides)
+    check_before_loading(cfg)
+    from vlmrl.run.dist import shutdown  # torch and transformers load only now
+    from vlmrl.run.progress import run_with_progress
+    from vlmrl.train.grpo import GRPOTrainer
+
     try:  # under torchrun / accelerate every rank runs this; rank 0 shows progress and prints
         trainer = GRPOTrainer(cfg, resume=args.resume)
         run_with_progress(trainer, cfg.log.progress and trainer.dist.is_main)
@@ -81,15 +87,19 @@ def _cmd_eval(args) -> None:
     import json
 
     from vlmrl.config import load_config
-    from vlmrl.eval.blind import format_blind_table
-    from vlmrl.eval.diagnostics import eval_report
-    from vlmrl.eval.pope import format_pope_table
-    from vlmrl.models import load_policy
+    from vlmrl.config.checks import check_before_loading
+    from vlmrl.data.stream import eval_samples
     from vlmrl.rewards.plugins import reward_from_config
-    from vlmrl.train.stream import eval_samples
 
     cfg = load_config(args.config, args.overrides)
     model = args.model or cfg.model.path
+    check_before_loading(cfg, model)
+    samples = eval_samples(cfg.data)  # dataset files and columns, before the model
+    from vlmrl.eval.blind import format_blind_table  # torch and transformers load only now
+    from vlmrl.eval.diagnostics import eval_report
+    from vlmrl.eval.pope import format_pope_table
+    from vlmrl.models import load_policy
+
     policy = load_policy(
         model,
         cfg.model.dtype,
@@ -97,7 +107,6 @@ def _cmd_eval(args) -> None:
         min_pixels=cfg.model.min_pixels,
         max_pixels=cfg.model.max_pixels,
     )
-    samples = eval_samples(cfg.data)
     res = eval_report(policy, samples, cfg, reward_from_config(cfg.reward), args.blind, args.pope)
     print(json.dumps(res["accuracy"], indent=2))
     if "blind" in res:
@@ -148,7 +157,7 @@ def _cmd_gen(args) -> None:
             f"{res['final_loss']:.3f} in {res['seconds']:.0f} s; saved with samples.png to {res['out_dir']}"
         )
     elif args.action == "sample":
-        from vlmrl.gen.model import load_gen_policy
+        from vlmrl.gen.load import load_gen_policy
         from vlmrl.gen.pretrain import write_samples
 
         gen = load_gen_policy(args.model_dir)  # a gen pretrain model, a checkpoint, or a pipeline
@@ -253,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vlmrl.errors import UserError
+
     args = build_parser().parse_args(argv)
     config = getattr(args, "config", None)
     if config and "=" in config and not Path(config).exists():
@@ -260,12 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides, args.config = [config, *args.overrides], None
     try:
         args.fn(args)
-    except (ValueError, KeyError, FileNotFoundError, ImportError) as e:
-        # ConfigError, DatasetError and UnknownRewardError are among these: their messages name the
-        # key / file / row, so one line is the whole story. Set VLMRL_DEBUG=1 for the traceback.
+    except UserError as e:
+        # the project's user errors (ConfigError, DatasetError, UnknownRewardError, missing files):
+        # their messages name the key / file / row, so one line is the whole story. Anything else is
+        # a bug and keeps its traceback. Set VLMRL_DEBUG=1 for a user error's traceback too.
         if os.environ.get("VLMRL_DEBUG"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        msg = e.args[0] if e.args else e
         print(f"vlmrl {args.command}: error: {msg}", file=sys.stderr)
         return 2
     return 0

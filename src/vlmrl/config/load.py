@@ -11,9 +11,10 @@ from typing import Any
 import yaml
 
 from vlmrl.config.schema import CHOICES, TrainConfig
+from vlmrl.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config problem, always naming the key (and file when there is one)."""
 
 
@@ -161,8 +162,7 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"rollout.temperature: must be > 0, got {cfg.rollout.temperature}")
     if not 0 < cfg.rollout.top_p <= 1:
         raise ConfigError(f"rollout.top_p: must be in (0, 1], got {cfg.rollout.top_p}")
-    if cfg.algo.clip_low < 0 or cfg.algo.clip_high < 0:
-        raise ConfigError("algo.clip_low / algo.clip_high: must be ≥ 0")
+    _resolve_clip(cfg)
     lora = cfg.model.lora
     if lora.r < 0 or lora.alpha <= 0 or not 0 <= lora.dropout < 1 or (lora.r and not lora.target_modules):
         raise ConfigError(
@@ -181,6 +181,25 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"train.minibatches: {cfg.train.minibatches} must divide batch_prompts × rollout.n = {total}"
         )
+
+
+def _resolve_clip(cfg: TrainConfig) -> None:
+    """Fill ``algo.clip_low`` / ``clip_high`` / ``dual_clip_c`` left unset from the loss's own
+    defaults, then check them against its valid ranges (``vlmrl.algos.CLIP_RANGES``)."""
+    from vlmrl.algos import CLIP_RANGES, PolicyLoss
+
+    a = cfg.algo
+    spec = CLIP_RANGES[PolicyLoss(a.loss)]
+    problems = spec.problems(
+        spec.clip_low if a.clip_low is None else a.clip_low,
+        spec.clip_high if a.clip_high is None else a.clip_high,
+        a.dual_clip_c,
+    )
+    if problems:
+        raise ConfigError(f"algo.loss={a.loss}: " + "; ".join(problems))
+    a.clip_low = spec.clip_low if a.clip_low is None else a.clip_low
+    a.clip_high = spec.clip_high if a.clip_high is None else a.clip_high
+    a.dual_clip_c = spec.dual_clip_c if a.dual_clip_c is None else a.dual_clip_c
 
 
 def _validate_vision_rl(cfg: TrainConfig) -> None:

@@ -1,24 +1,42 @@
-"""The typed config tree. Every field has a docstring; `load_config` validates types and choices."""
+"""The typed config tree. Every field has a docstring; `load_config` validates types and choices.
+
+The choices of the algorithm fields are the registries' own names (the ``algos`` StrEnums), so a
+variant the code implements is a variant the config accepts, and nothing else is.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlmrl.algos import AdvantageEstimator, KLEstimator, LossAgg, PolicyLoss
+
+#: ``train.schedule`` (``vlmrl.run.optim.lr_factor``): warm-up, then constant or a cosine to 0.
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+#: ``algo.credit`` (``vlmrl.vision.credit``): one advantage per response, or per ``<look>`` segment.
+CREDITS: tuple[str, ...] = ("scalar", "segment")
+#: ``vision.train`` (``vlmrl.models.vision.apply_vision_policy``).
+VISION_MODES: tuple[str, ...] = ("full", "frozen", "lora", "projector_only")
+
+
+def _names(enum_cls) -> tuple[str, ...]:
+    return tuple(m.value for m in enum_cls)
+
+
 #: Fields whose value must be one of a fixed set; checked at load time.
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16", "auto"),
-    "algo.advantage": ("grpo", "drgrpo", "rloo", "reinforce_pp", "grpo_passk"),
-    "algo.loss": ("ppo_clip", "dual_clip", "gspo"),
-    "algo.loss_agg": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"),
-    "algo.kl_estimator": ("k1", "k2", "k3"),
+    "algo.advantage": _names(AdvantageEstimator),
+    "algo.loss": _names(PolicyLoss),
+    "algo.loss_agg": _names(LossAgg),
+    "algo.kl_estimator": _names(KLEstimator),
     "algo.kl_placement": ("loss", "reward"),
-    "algo.credit": ("scalar", "segment"),
-    "algo.papo_kl_estimator": ("k1", "k2", "k3"),
+    "algo.credit": CREDITS,
+    "algo.papo_kl_estimator": _names(KLEstimator),
     "rollout.noise_schedule": ("constant", "linear", "cosine", "sigmoid"),
     "rollout.engine": ("hf", "vllm"),
-    "train.schedule": ("constant", "cosine"),
-    "vision.train": ("full", "frozen", "lora", "projector_only"),
+    "train.schedule": SCHEDULES,
+    "vision.train": VISION_MODES,
 }
 
 
@@ -124,17 +142,20 @@ class RolloutConfig:
 @dataclass
 class AlgoConfig:
     advantage: str = "grpo"
-    """Advantage estimator: grpo | drgrpo | rloo | reinforce_pp | grpo_passk."""
+    """Advantage estimator: a ``vlmrl.algos.AdvantageEstimator`` (grpo, drgrpo, rloo, reinforce_pp, …)."""
     loss: str = "ppo_clip"
-    """Policy loss: ppo_clip | dual_clip | gspo."""
+    """Policy loss: a ``vlmrl.algos.PolicyLoss`` (ppo_clip, dual_clip, gspo)."""
     loss_agg: str = "seq_mean_token_mean"
     """How token losses become one number (see vlmrl.algos.aggregate)."""
-    clip_low: float = 0.2
-    """Lower clip ε: ratio ≥ 1 − clip_low."""
-    clip_high: float = 0.2
-    """Upper clip ε: ratio ≤ 1 + clip_high (DAPO clip-higher: 0.28)."""
-    dual_clip_c: float = 3.0
-    """Dual-clip constant c for negative advantages."""
+    clip_low: float | None = None
+    """Lower clip ε: ratio ≥ 1 − clip_low. None: the loss's own default (``vlmrl.algos.CLIP_RANGES``:
+    0.2 for ppo_clip / dual_clip, 3e-4 for gspo); checked against the loss's valid range at load."""
+    clip_high: float | None = None
+    """Upper clip ε: ratio ≤ 1 + clip_high (DAPO clip-higher: 0.28). None: the loss's own default
+    (0.2; gspo 4e-4)."""
+    dual_clip_c: float | None = None
+    """Dual-clip constant c > 1 capping the loss of negative advantages at c·|A| (``loss: dual_clip``
+    only; None: 3). Setting it for another loss is an error."""
     kl_coef: float = 0.0
     """β of the KL to the reference; 0 skips the reference model entirely."""
     kl_estimator: str = "k3"
@@ -188,7 +209,8 @@ class LoopConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     warmup_steps: int = 0
-    """Linear warmup in optimizer steps."""
+    """Linear warm-up, counted in training steps (a step may hold several optimizer steps): step s
+    runs at ``lr·(s+1)/warmup_steps`` (``vlmrl.run.optim``)."""
     schedule: str = "constant"
     """constant | cosine (after warmup)."""
     grad_clip: float = 1.0

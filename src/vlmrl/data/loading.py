@@ -8,6 +8,12 @@
    name or parent folder starts with the split name are picked, e.g. ``train-0000.parquet``);
 4. anything else is passed to ``datasets.load_dataset(path_or_id, split=split)`` (a hub id).
 
+``NAME@SPLIT`` (EasyR1's form, e.g. ``hiyouga/geometry3k@test`` or ``data/all.parquet@train``)
+picks the split in the name itself. Column names are the caller's (EasyR1's ``prompt_key``,
+``answer_key``, ``image_key``); every other column of a row is kept in ``Sample.columns`` so
+rewards can read it. Relative image paths resolve against ``image_dir`` when given (EasyR1's
+``data.image_dir``), else against the data file's folder, and must stay inside that folder.
+
 Every problem is reported as one :class:`DatasetError` naming the file, the row (0-based) and the
 field. Two normalisations happen on purpose: images become RGB, and a problem with *no*
 ``<image>`` placeholder but exactly one image gets one prepended (some geometry3k-style prompts
@@ -27,11 +33,12 @@ from typing import Any
 from PIL import Image
 
 from vlmrl.data.sample import ANSWER_TYPES, IMAGE_PLACEHOLDER, Sample
+from vlmrl.errors import UserError
 
 SUFFIXES = (".parquet", ".jsonl")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset could not be read; the message names the file, row and field."""
 
 
@@ -56,27 +63,47 @@ def load_dataset(
     image_key: str | None = "images",
     problem_key: str = "problem",
     answer_key: str = "answer",
+    image_dir: str | Path | None = None,
 ) -> list[Sample]:
     """Read a parquet/jsonl file, a folder of them, an HF ``save_to_disk`` folder or a hub id.
 
     ``image_key=None`` reads a text-only dataset. See the module docstring for the rules.
     """
+    path_or_id, split = split_spec(str(path_or_id), split)
     keys = _Keys(image_key, problem_key, answer_key)
+    root = None
+    if image_dir is not None:
+        root = Path(image_dir).expanduser().resolve()
+        if not root.is_dir():
+            raise DatasetError(f"data.image_dir {str(image_dir)!r} is not a folder")
     path = Path(path_or_id).expanduser()
     if path.is_file():
-        return _load_file(path, split, keys)
+        return _load_file(path, split, keys, root)
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            return _load_hf_disk(path, split, keys)
+            return _load_hf_disk(path, split, keys, root)
         files = _split_files(path, split)
-        return [s for f in files for s in _load_file(f, split, keys)]
-    if path.suffix in SUFFIXES or str(path_or_id).startswith((".", "/", "~")):
-        raise DatasetError(f"dataset file or folder {str(path_or_id)!r} does not exist")
-    return _load_hub(str(path_or_id), split, keys)
+        return [s for f in files for s in _load_file(f, split, keys, root)]
+    if path.suffix in SUFFIXES or path_or_id.startswith((".", "/", "~")):
+        raise DatasetError(f"dataset file or folder {path_or_id!r} does not exist")
+    return _load_hub(path_or_id, split, keys, root)
 
 
-def _load_file(path: Path, split: str, keys: _Keys) -> list[Sample]:
-    src = _Source(str(path), path.parent.resolve())
+def split_spec(spec: str, default: str) -> tuple[str, str]:
+    """``NAME@SPLIT`` → ``(NAME, SPLIT)``; anything else keeps ``default`` (a path that exists
+    as written, ``@`` and all, is a path).
+
+    >>> split_spec("hiyouga/geometry3k@test", "train"), split_spec("data/x.parquet", "train")
+    (('hiyouga/geometry3k', 'test'), ('data/x.parquet', 'train'))
+    """
+    name, at, split = spec.rpartition("@")
+    if not at or not name or not split or "/" in split or Path(spec).expanduser().exists():
+        return spec, default
+    return name, split
+
+
+def _load_file(path: Path, split: str, keys: _Keys, image_dir: Path | None = None) -> list[Sample]:
+    src = _Source(str(path), image_dir or path.parent.resolve())
     if path.suffix == ".parquet":
         return _rows_to_samples(_parquet_rows(path, keys), src, split, keys)
     if path.suffix == ".jsonl":
@@ -152,17 +179,17 @@ def _split_files(folder: Path, split: str) -> list[Path]:
     return files
 
 
-def _load_hf_disk(folder: Path, split: str, keys: _Keys) -> list[Sample]:
+def _load_hf_disk(folder: Path, split: str, keys: _Keys, image_dir: Path | None) -> list[Sample]:
     import datasets
 
     try:
         ds = datasets.load_from_disk(str(folder))
     except Exception as e:
         raise DatasetError(f"folder {folder}: cannot load HF dataset: {e}") from e
-    return _hf_to_samples(ds, str(folder), split, keys)
+    return _hf_to_samples(ds, str(folder), split, keys, image_dir)
 
 
-def _load_hub(name: str, split: str, keys: _Keys) -> list[Sample]:
+def _load_hub(name: str, split: str, keys: _Keys, image_dir: Path | None) -> list[Sample]:
     import datasets
 
     try:
@@ -171,10 +198,10 @@ def _load_hub(name: str, split: str, keys: _Keys) -> list[Sample]:
         raise DatasetError(
             f"dataset {name!r} (split {split!r}): cannot load with datasets.load_dataset: {e}"
         ) from e
-    return _hf_to_samples(ds, name, split, keys)
+    return _hf_to_samples(ds, name, split, keys, image_dir)
 
 
-def _hf_to_samples(ds: Any, name: str, split: str, keys: _Keys) -> list[Sample]:
+def _hf_to_samples(ds: Any, name: str, split: str, keys: _Keys, image_dir: Path | None) -> list[Sample]:
     """Read an HF Dataset through Arrow, so images arrive as raw ``{bytes, path}`` structs and a
     corrupt image is reported by our row/field message rather than deep inside ``datasets``."""
     if isinstance(ds, dict):  # a DatasetDict (a dict subclass): pick the split
@@ -186,7 +213,7 @@ def _hf_to_samples(ds: Any, name: str, split: str, keys: _Keys) -> list[Sample]:
         if k not in columns:
             raise DatasetError(f"dataset {name} has no column {k!r}; columns are {columns}")
     rows = ds.with_format("arrow")[:].to_pylist()
-    return _rows_to_samples(enumerate(rows), _Source(name, None), split, keys)
+    return _rows_to_samples(enumerate(rows), _Source(name, image_dir), split, keys)
 
 
 def _rows_to_samples(rows: Iterable[tuple[int, dict]], src: _Source, split: str, keys: _Keys) -> list[Sample]:
@@ -225,6 +252,7 @@ def _row_to_sample(i: int, row: dict, src: _Source, split: str, keys: _Keys, ste
         answer_type=answer_type,
         facts=_facts(row.get("facts"), where("facts")),
         split=split,
+        columns={k: v for k, v in row.items() if k != keys.image},
     )
 
 
@@ -267,8 +295,8 @@ def _image(item: Any, src: _Source, where: str) -> Image.Image:
 
 
 def _resolve(path: Path, src: _Source, where: str) -> Path:
-    """Image paths resolve inside the dataset's folder; escaping it (``../``, absolute) is an error,
-    so a dataset file cannot make us read arbitrary files on the machine."""
+    """Image paths resolve inside the dataset's folder (or ``image_dir``); escaping it (``../``,
+    absolute) is an error, so a dataset file cannot make us read arbitrary files on the machine."""
     if src.root is None:
         full = path
     else:

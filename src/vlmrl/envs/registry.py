@@ -14,6 +14,7 @@ from typing import Any
 
 from vlmrl.envs.env import ToolEnv
 from vlmrl.envs.types import VisualEnv
+from vlmrl.errors import UserError
 
 EnvFactory = Callable[..., VisualEnv]
 ENVS: dict[str, EnvFactory] = {}
@@ -45,7 +46,7 @@ def make_env(name: str, **kwargs: Any) -> Callable[[], VisualEnv]:
     Raises ``ValueError`` for an unknown name (listing the known ones) or a bad keyword.
     """
     if name not in ENVS:
-        raise ValueError(f"unknown environment {name!r}; known environments: {env_names()}")
+        raise UserError(f"unknown environment {name!r}; known environments: {env_names()}")
     factory = ENVS[name]
     target = factory.func if isinstance(factory, partial) else factory
     params = inspect.signature(target).parameters
@@ -53,7 +54,7 @@ def make_env(name: str, **kwargs: Any) -> Callable[[], VisualEnv]:
         allowed = [p for p in params if p != "self"]
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
-            raise ValueError(f"environment {name!r} has no option(s) {unknown}; allowed: {allowed}")
+            raise UserError(f"environment {name!r} has no option(s) {unknown}; allowed: {allowed}")
     built = partial(factory, **kwargs)
     built()  # fail now, at config time, on a bad value rather than mid-rollout
     return built

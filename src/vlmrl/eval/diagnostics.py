@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from vlmrl.data import Sample
+from vlmrl.errors import UserError
 from vlmrl.eval.accuracy import evaluate
 from vlmrl.eval.blind import blind_gap, flatten_blind
 from vlmrl.eval.drift import DriftMonitor
+from vlmrl.eval.multiturn import evaluate_multiturn
 from vlmrl.eval.pope import flatten_pope, pope_eval
 
 
@@ -79,12 +81,10 @@ def eval_report(
     e = cfg.eval
     if cfg.env.name is not None:
         if pope > 0:
-            raise ValueError(
+            raise UserError(
                 "vlmrl eval: --pope runs single-turn yes/no probes;"
                 f" it does not apply to env.name={cfg.env.name!r}"
             )
-        from vlmrl.train.env_round import evaluate_multiturn
-
         def run(batch: list[Sample]) -> dict[str, Any]:
             return evaluate_multiturn(policy, batch, cfg, e.batch_size, return_outputs=True)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from vlmrl.errors import MissingFileError
 from vlmrl.eval.report_curves import FAMILIES, Curve, Metrics, plot_families, read_series
 from vlmrl.eval.report_rollouts import RolloutSection, render_rollouts
 
@@ -59,7 +60,7 @@ def write_report(
     run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.jsonl"
     if not metrics_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: no metrics.jsonl in it")
+        raise MissingFileError(f"{run_dir} is not a run directory: no metrics.jsonl in it")
     metrics = read_series(metrics_path)
     curves = plot_families(metrics, run_dir / "report")
     rollouts = render_rollouts(run_dir, max_rows_per_step, max_rollout_bytes)

@@ -177,3 +177,9 @@ def plot_families(metrics: Metrics, out_dir: Path) -> list[Curve]:
         plt.close(fig)
         written.append(Curve(fam, keys, path, wide=cols > 1))
     return written
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """The run's curves as PNGs in ``run_dir/report`` (the same panels ``report.html`` shows)."""
+    run_dir = Path(run_dir)
+    return [c.path for c in plot_families(read_series(run_dir / "metrics.jsonl"), run_dir / "report")]

@@ -92,7 +92,8 @@ class GenLoopConfig:
     lr: float = 1e-4
     """AdamW learning rate."""
     warmup_steps: int = 10
-    """Linear learning-rate warm-up. Adam's first updates are ~``lr·sign(g)`` on every weight
+    """Linear learning-rate warm-up, in RL steps (``vlmrl.run.optim``: step s runs at
+    ``lr·(s+1)/warmup_steps``). Adam's first updates are ~``lr·sign(g)`` on every weight
     whatever the gradient's noise; on a 1 M-parameter generator a full-``lr`` first step measurably
     pushes samples off the pretraining distribution (``watch/ref_distance`` doubles)."""
     weight_decay: float = 0.0

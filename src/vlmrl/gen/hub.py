@@ -36,7 +36,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vlmrl.errors import UserError
 from vlmrl.gen.prompts import ALL_PROMPTS
+from vlmrl.run.checkpoint import read_weights
 
 PIPELINE_FILE = "gen_pipeline.json"
 WEIGHTS_FILE = "policy.safetensors"
@@ -66,11 +68,11 @@ class PipelineSpec:
 
     def __post_init__(self) -> None:
         if self.size <= 0:
-            raise ValueError(f"model.size {self.size}: must be > 0")
+            raise UserError(f"model.size {self.size}: must be > 0")
         if self.guidance_scale < 1:
-            raise ValueError(f"model.guidance_scale {self.guidance_scale}: must be >= 1 (1: off)")
+            raise UserError(f"model.guidance_scale {self.guidance_scale}: must be >= 1 (1: off)")
         if self.lora_r < 0 or self.lora_alpha < 0:
-            raise ValueError(f"model.lora_r / lora_alpha ({self.lora_r}, {self.lora_alpha}): must be >= 0")
+            raise UserError(f"model.lora_r / lora_alpha ({self.lora_r}, {self.lora_alpha}): must be >= 0")
         if self.dtype not in _DTYPES:
             raise ValueError(f"model.dtype {self.dtype!r}: allowed {sorted(_DTYPES)}")
 
@@ -95,7 +97,7 @@ class PipelinePolicy(nn.Module):
         self.vae = pipe.vae.requires_grad_(False).eval()
         f = int(getattr(pipe, "vae_scale_factor", 8))
         if spec.size % f:
-            raise ValueError(f"model.size {spec.size}: must be a multiple of the VAE's scale factor {f}")
+            raise UserError(f"model.size {spec.size}: must be a multiple of the VAE's scale factor {f}")
         self._latent_shape = (int(self.transformer.config.in_channels), spec.size // f, spec.size // f)
         texts = [p.text for p in ALL_PROMPTS]
         with torch.no_grad():
@@ -195,8 +197,6 @@ class PipelinePolicy(nn.Module):
     def load_trained(self, model_dir: str | Path) -> None:
         """Load the weights :meth:`save` wrote into ``model_dir``; a file that does not fit is one
         error naming it (the pipeline itself is not rebuilt: a resume keeps this one)."""
-        from vlmrl.gen.model import read_weights
-
         path = Path(model_dir) / WEIGHTS_FILE
         state = read_weights(path)
         want = self.trainable_state()

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlmrl.errors import MissingFileError, UserError
 from vlmrl.gen.prompts import COLOURS, COUNTS, SIDES
+from vlmrl.run.checkpoint import read_weights
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "gen_model.json"
@@ -88,13 +90,13 @@ class GenModelSpec:
         unknown = sorted(set(d) - set(names))
         missing = [n for n in names if n not in d]
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed {names}")
+            raise UserError(f"{where}: unknown key(s) {unknown}; allowed {names}")
         if missing:
-            raise ValueError(f"{where}: missing key(s) {missing}")
+            raise UserError(f"{where}: missing key(s) {missing}")
         try:
             return cls(**d)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: {e}") from None
+            raise UserError(f"{where}: {e}") from None
 
 
 class FlowPolicy(nn.Module):
@@ -171,29 +173,30 @@ def load_flow_policy(model_dir: str | Path, device: str | torch.device = "cpu") 
 
     Returned in eval mode: there is no dropout or batch norm, but CPU kernels differ between
     train and eval mode at the 1e-7 level (a 1x1 conv), so compare outputs in one mode.
-    Raises ``FileNotFoundError`` (missing directory or file) or ``ValueError`` (unreadable JSON,
+    Raises :class:`~vlmrl.errors.MissingFileError` (missing directory or file) or
+    :class:`~vlmrl.errors.UserError` (unreadable JSON,
     wrong/missing spec keys, corrupt safetensors, tensors that do not fit the spec), each a single
     line naming the file.
     """
 
     d = Path(model_dir)
     if not d.is_dir():
-        raise FileNotFoundError(f"{d}: generator directory not found")
+        raise MissingFileError(f"{d}: generator directory not found")
     spec_path, weights_path = d / SPEC_FILE, d / WEIGHTS_FILE
     for p in (spec_path, weights_path):
         if not p.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{p}: file not found (a generator directory holds {SPEC_FILE} + {WEIGHTS_FILE})"
             )
     try:
         raw = json.loads(spec_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{spec_path}: not valid JSON ({e})") from None
+        raise UserError(f"{spec_path}: not valid JSON ({e})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{spec_path}: expected a JSON object, got {type(raw).__name__}")
+        raise UserError(f"{spec_path}: expected a JSON object, got {type(raw).__name__}")
     version = raw.pop("format", None)
     if version != FORMAT_VERSION:
-        raise ValueError(f"{spec_path}: format {version!r} not supported (expected {FORMAT_VERSION})")
+        raise UserError(f"{spec_path}: format {version!r} not supported (expected {FORMAT_VERSION})")
     spec = GenModelSpec.from_dict(raw, where=str(spec_path))
     state = read_weights(weights_path)
     model = FlowPolicy(spec)
@@ -209,40 +212,9 @@ def load_flow_policy(model_dir: str | Path, device: str | torch.device = "cpu") 
             parts.append(f"{len(unexpected)} unexpected tensor(s) e.g. {unexpected[0]}")
         if shapes:
             parts.append(f"{len(shapes)} shape mismatch(es) e.g. {shapes[0]}")
-        raise ValueError(f"{weights_path}: does not match the spec in {SPEC_FILE}: " + "; ".join(parts))
+        raise UserError(f"{weights_path}: does not match the spec in {SPEC_FILE}: " + "; ".join(parts))
     model.load_state_dict(state)
     return model.to(device).eval()
-
-
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors; unreadable bytes are one ``ValueError`` naming the file."""
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own SafetensorError or OSError on bad bytes
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{path}: not a readable safetensors file ({first})") from None
-
-
-def load_gen_policy(path: str | Path, device: str | torch.device = "cpu", **pipeline_knobs):
-    """The generator ``model.path`` names: a ``vlmrl gen pretrain`` directory (``gen_model.json``)
-    → :class:`FlowPolicy`; a diffusers pipeline directory (``model_index.json``), a saved
-    pipeline policy (``gen_pipeline.json``) or a hub id (``owner/name``, not a local path) →
-    :class:`vlmrl.gen.hub.PipelinePolicy` built with ``pipeline_knobs`` (``PipelineSpec`` fields)."""
-    from vlmrl.gen.hub import is_pipeline_source, load_pipeline_policy
-
-    p = Path(path)
-    if is_pipeline_source(p):
-        return load_pipeline_policy(str(path), device, **pipeline_knobs)
-    if not p.exists() and str(path).count("/") == 1 and not str(path).startswith((".", "/", "~")):
-        try:  # owner/name: a hub id, unless that fails too
-            return load_pipeline_policy(str(path), device, **pipeline_knobs)
-        except ValueError as e:
-            raise FileNotFoundError(
-                f"{path}: no such generator directory, and not a loadable hub pipeline ({e})"
-            ) from None
-    return load_flow_policy(p, device)
 
 
 def _device(gen: nn.Module) -> torch.device:

@@ -40,13 +40,15 @@ from vlmrl.gen.advantages import PromptStatTracker, group_advantages
 from vlmrl.gen.chain import SamplerSpec, initial_noise, sample_chain, step_logprob
 from vlmrl.gen.config import PIPELINE_KNOBS, GenConfig, sampler_of
 from vlmrl.gen.grid import save_grid
-from vlmrl.gen.model import FlowPolicy, load_gen_policy, sample_ode, to_uint8
+from vlmrl.gen.load import load_gen_policy
+from vlmrl.gen.model import FlowPolicy, sample_ode, to_uint8
 from vlmrl.gen.prompts import ALL_PROMPTS, GenPrompt, parse_prompt, prompt_ids, render, split_prompts
 from vlmrl.gen.rewards import score_batch
 from vlmrl.gen.sde import timesteps
 from vlmrl.gen.watch import ReferenceSet, image_stats
-from vlmrl.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, write_checkpoint
-from vlmrl.train.metrics import MetricsLogger
+from vlmrl.run.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, write_checkpoint
+from vlmrl.run.metrics import MetricsLogger
+from vlmrl.run.optim import build_optimizer, lr_factor, set_lr
 
 
 def resolve_prompts(spec: str) -> list[GenPrompt]:
@@ -80,11 +82,7 @@ class GenGRPOTrainer:
         self.train_prompts = resolve_prompts(cfg.data.train_prompts)
         self.eval_prompts = resolve_prompts(cfg.data.eval_prompts)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]  # LoRA: adapters only
-        self.optimizer = torch.optim.AdamW(
-            self.params,
-            lr=cfg.train.lr,
-            weight_decay=cfg.train.weight_decay,
-        )
+        self.optimizer = build_optimizer(self.policy, cfg.train.lr, cfg.train.weight_decay)
         self.tracker = PromptStatTracker(cfg.algo.tracker_buffer, cfg.algo.tracker_min_count)
         self.reference = ReferenceSet.build(
             lambda p, rng: render(p, rng, self.size), list(ALL_PROMPTS), 256, 0
@@ -184,9 +182,7 @@ class GenGRPOTrainer:
                 for key, v in lm.items():
                     out.setdefault(f"actor/{key}", []).append(v)
                 out.setdefault("actor/loss", []).append(loss.item())
-            warm = min(1.0, self.step / cfg.train.warmup_steps) if cfg.train.warmup_steps > 0 else 1.0
-            for group in self.optimizer.param_groups:
-                group["lr"] = cfg.train.lr * warm
+            set_lr(self.optimizer, lr_factor(self.step, cfg.train.steps, cfg.train.warmup_steps))
             if cfg.train.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip)
                 out.setdefault("actor/grad_norm", []).append(float(norm))

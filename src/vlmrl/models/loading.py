@@ -29,7 +29,7 @@ class Policy:
 
     @property
     def banned_token_ids(self) -> list[int]:
-        """Vision special tokens present in this vocabulary (see shared/FACTS.md)."""
+        """Vision special tokens present in this vocabulary (see docs/facts.md)."""
         tok = self.tokenizer
         ids = []
         for t in VISION_SPECIAL_TOKENS:

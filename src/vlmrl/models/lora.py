@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from vlmrl.train.optim import is_vision_param
+from vlmrl.models.params import is_vision_param
 
 #: Qwen2/2.5/3-VL language-model linear layers (attention and MLP): the usual LoRA targets.
 LM_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

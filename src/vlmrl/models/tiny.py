@@ -1,6 +1,6 @@
 """Build the tiny offline Qwen2.5-VL: real architecture classes, small config, local tokenizer.
 
-Sizes come from measurement (shared/FACTS.md), not taste:
+Sizes come from measurement (docs/facts.md), not taste:
 - text ``rope_theta = 10``: with head_dim 32 and ``mrope_section = [4, 6, 6]`` the height and
   width sections use the lowest rotary frequencies; at Qwen's 1e6 they turn ~1e-4 rad per
   position and the language model cannot tell image tokens apart by place.

@@ -30,7 +30,7 @@ QWEN_SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 
-#: Vision tokens a rollout must never contain (shared/FACTS.md: a sampled ``<|image_pad|>``
+#: Vision tokens a rollout must never contain (docs/facts.md: a sampled ``<|image_pad|>``
 #: makes the training forward fail with "Image features and image tokens do not match").
 VISION_SPECIAL_TOKENS = (
     "<|vision_start|>",

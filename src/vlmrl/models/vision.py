@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from vlmrl.train.optim import is_vision_param
+from vlmrl.config.schema import VISION_MODES
+from vlmrl.models.params import VISION_PREFIXES, is_vision_param
+
+__all__ = ["PROJECTOR_MARKERS", "VISION_PREFIXES", "apply_vision_policy", "find_visual", "is_vision_param"]
 
 #: Name fragments of the vision→language projector in common HF VLMs.
 PROJECTOR_MARKERS = ("merger.", "deepstack_merger_list.", "multi_modal_projector.", "mm_projector.")
@@ -39,9 +42,7 @@ def apply_vision_policy(model: torch.nn.Module, mode: str) -> dict[str, int]:
         elif mode == "lora":
             p.requires_grad_("lora_" in name)
         else:
-            raise ValueError(
-                f"vision.train: unknown mode {mode!r}; allowed: full, frozen, projector_only, lora"
-            )
+            raise ValueError(f"vision.train: unknown mode {mode!r}; allowed: {', '.join(VISION_MODES)}")
     counts = {"vision_trainable": 0, "other_trainable": 0}
     for name, p in model.named_parameters():
         if p.requires_grad:

@@ -1,11 +1,13 @@
 r"""Pull the final answer out of a completion, in linear time on any input.
 
-The answer is the content of the last ``<answer>…</answer>`` pair with no answer tag inside
-(the innermost, if tags nest), else of the last ``\boxed{…}`` whose braces balance; whitespace
-around it is stripped, and an answer that is itself one ``\boxed{…}`` is unwrapped. Each step is
-a single pass (one tag scan, one brace-matching scan), so a 100 kB completion made of
-``<answer>`` or ``\boxed{`` fragments costs milliseconds, not the quadratic time a backtracking
-regex would.
+The answer is the content of the ``<answer>…</answer>`` pairs with no answer tag inside (the
+innermost, if tags nest), when they all agree (after stripping whitespace); pairs that disagree
+(``<answer>8</answer><answer>7</answer>``) are no answer at all, so hedging scores 0 in every
+accuracy reward instead of paying whenever the last guess is right. Without answer tags it is
+the content of the last ``\boxed{…}`` whose braces balance. Whitespace around it is stripped,
+and an answer that is itself one ``\boxed{…}`` is unwrapped. Each step is a single pass (one
+tag scan, one brace-matching scan), so a 100 kB completion made of ``<answer>`` or ``\boxed{``
+fragments costs milliseconds, not the quadratic time a backtracking regex would.
 """
 
 from __future__ import annotations
@@ -29,10 +31,14 @@ def extract_answer(completion: str | None) -> str | None:
     '\\frac{1}{2}'
     >>> extract_answer("<answer>unclosed") is None
     True
+    >>> extract_answer("<answer>8</answer> no, <answer>7</answer>") is None  # several answers
+    True
     """
     if not isinstance(completion, str):
         return None
-    answer = _last_tag_content(completion)
+    answer = _tag_content(completion)
+    if answer is _SEVERAL:
+        return None
     if answer is None:
         answer = last_boxed(completion)
     if answer is None:
@@ -45,13 +51,21 @@ def extract_answer(completion: str | None) -> str | None:
     return answer
 
 
-def _last_tag_content(text: str) -> str | None:
-    """Content of the last ``<answer>`` directly followed (tag-wise) by ``</answer>``, if any."""
+#: Returned by :func:`_tag_content` when the answer pairs disagree.
+_SEVERAL = object()
+
+
+def _tag_content(text: str) -> str | object | None:
+    """Content of the ``<answer>`` … ``</answer>`` pairs (tag-wise adjacent): the common content
+    when all pairs agree after stripping, :data:`_SEVERAL` when they differ, None without a pair."""
     content = None
     prev: re.Match[str] | None = None
     for tag in _ANSWER_TAG_RE.finditer(text):
         if tag.group(0) == ANSWER_CLOSE and prev is not None and prev.group(0) == ANSWER_OPEN:
-            content = text[prev.end() : tag.start()]
+            this = text[prev.end() : tag.start()]
+            if content is not None and this.strip() != content.strip():
+                return _SEVERAL
+            content = this
         prev = tag
     return content
 

@@ -12,6 +12,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from vlmrl.errors import MissingFileError, PluginImportError
+
 
 def import_reward_modules(modules: list[str]) -> None:
     """Import each entry: a ``.py`` path or a dotted module name. Errors name the entry."""
@@ -19,7 +21,7 @@ def import_reward_modules(modules: list[str]) -> None:
         if entry.endswith(".py"):
             path = Path(entry)
             if not path.exists():
-                raise FileNotFoundError(f"reward.modules: file {entry!r} does not exist")
+                raise MissingFileError(f"reward.modules: file {entry!r} does not exist")
             name = f"vlmrl_user_reward_{abs(hash(path.resolve()))}"
             if name in sys.modules:
                 continue
@@ -31,7 +33,7 @@ def import_reward_modules(modules: list[str]) -> None:
             try:
                 importlib.import_module(entry)
             except ImportError as e:
-                raise ImportError(f"reward.modules: cannot import {entry!r}: {e}") from e
+                raise PluginImportError(f"reward.modules: cannot import {entry!r}: {e}") from e
 
 
 def reward_from_config(reward_cfg):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from vlmrl.data.sample import Sample
+from vlmrl.errors import UserError
 from vlmrl.rewards.types import RewardBreakdown
 
 RewardFn: TypeAlias = Callable[[str | None, Sample], RewardBreakdown]
@@ -17,7 +18,7 @@ RewardFn: TypeAlias = Callable[[str | None, Sample], RewardBreakdown]
 _REWARDS: dict[str, RewardFn] = {}
 
 
-class UnknownRewardError(KeyError, ValueError):
+class UnknownRewardError(UserError, KeyError):
     """An unknown reward name; catchable as ``KeyError`` or ``ValueError``.
 
     ``str()`` gives the plain message (a bare ``KeyError`` would print it in quotes).

@@ -4,7 +4,7 @@ Vision-SR1 (Li et al. 2025, "Self-Rewarding Vision-Language Model via Reasoning
 Decomposition") rewards a perception that is *self-contained*: the model, given only its own
 description of the image and the question (no image), must still answer right. That needs the
 model, which a reward function ``(completion, sample)`` does not have, so the GRPO trainer
-computes it (``algo.sr1_check: true``, see ``vlmrl.train.sr1``) and adds ``weight × score`` to
+computes it (``algo.sr1_check: true``, see ``vlmrl.vision.sr1``) and adds ``weight × score`` to
 each completion's total, with part ``sr1``. This registered function only lets configs name the
 weight (``reward.weights: {accuracy: 1.0, sr1: 0.5}``) and lets every other user of the reward
 (SFT, ``vlmrl eval``) build it: on its own it scores 0.

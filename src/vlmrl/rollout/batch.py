@@ -1,6 +1,6 @@
 """Prompt encoding and the prompt+completion inputs of the training forward.
 
-The rule this file exists for (shared/FACTS.md): *every* processor output reaches the training
+The rule this file exists for (docs/facts.md): *every* processor output reaches the training
 forward. Token-aligned outputs (``input_ids``, ``attention_mask``, ``mm_token_type_ids`` and
 any future one shaped ``[B, P]``) are extended over the completion (with the completion mask
 for ``attention_mask``, zeros otherwise); image-aligned ones (``pixel_values``,

@@ -1,10 +1,10 @@
-"""The trainer's multi-turn pieces (``env.name`` set): one rollout round, held-out evaluation, the log.
+"""The trainer's multi-turn pieces (``env.name`` set): one rollout round and its log.
 
 A round samples B prompts × G episodes with :func:`vlmrl.rollout.multiturn.multiturn_rollout`;
 each episode's reward is its environment's trajectory reward (``env.reward()``: accuracy,
 format, tool bonus, call cost, budget penalty, each logged as ``reward/<part>``), not the
-``reward.*`` functions of single-turn runs. Evaluation is greedy and multi-turn: accuracy is
-the mean of the trajectory reward's ``accuracy`` part.
+``reward.*`` functions of single-turn runs. Held-out evaluation of such runs is
+:func:`vlmrl.eval.multiturn.evaluate_multiturn`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,11 +19,10 @@ import torch
 from vlmrl.config import TrainConfig
 from vlmrl.data import Sample
 from vlmrl.rollout.batch import RolloutBatch
-from vlmrl.rollout.hf_engine import HFEngine
 from vlmrl.rollout.multiturn import MultiTurnSpec, multiturn_rollout
+from vlmrl.rollout.rollouts import stack_parts
 from vlmrl.rollout.trajectory import Trajectory, episode_metrics
 from vlmrl.rollout.trajectory_log import trajectory_log
-from vlmrl.train.credit import stack_parts
 
 
 def env_factory(cfg: TrainConfig):
@@ -66,43 +64,6 @@ def env_rollout_round(
     if cfg.algo.overlong_penalty:  # budget stops count as truncated
         rewards = rewards - cfg.algo.overlong_penalty * torch.tensor([t.budget_hit for t in trajs]).float()
     return batch, trajs, rewards, metrics | episode_metrics(trajs), parts
-
-
-def evaluate_multiturn(
-    policy, samples: list[Sample], cfg: TrainConfig, batch_size: int = 50, make_env=None, return_outputs=False
-) -> dict[str, Any]:
-    """Greedy multi-turn episodes on ``samples``: accuracy (the reward's ``accuracy`` part), reward,
-    and the ``env/*`` episode metrics (as ``tool_calls_per_episode``, ...), overall and per task."""
-    make_env = make_env or env_factory(cfg)
-    engine = HFEngine(policy, max_new_tokens=cfg.env.turn_max_new_tokens)
-    by_task: dict[str, list[float]] = defaultdict(list)
-    rewards, outputs, all_trajs = [], [], []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        _, trajs = multiturn_rollout(
-            engine, policy.processor, make_env, chunk, spec_from_config(cfg, 1, True)
-        )
-        for s, t in zip(chunk, trajs, strict=True):
-            rb = t.env.reward()
-            acc = rb.parts.get("accuracy", rb.total)
-            by_task[s.task].append(acc)
-            rewards.append(rb.total)
-            outputs.append(
-                {"id": s.id, "turns": [tu.text for tu in t.turns if tu.role == "assistant"],
-                 "answer": s.answer, "accuracy": acc}
-            )  # fmt: skip
-        all_trajs += trajs
-    accs = [a for v in by_task.values() for a in v]
-    res: dict[str, Any] = {
-        "accuracy": float(np.mean(accs)) if accs else 0.0,
-        "reward": float(np.mean(rewards)) if rewards else 0.0,
-    }
-    res |= {k.removeprefix("env/"): v for k, v in episode_metrics(all_trajs).items()}
-    if len(by_task) > 1:
-        res |= {f"accuracy/{t}": float(np.mean(v)) for t, v in by_task.items()}
-    if return_outputs:
-        res["outputs"] = outputs
-    return res
 
 
 def write_env_rollouts(

@@ -2,7 +2,7 @@
 
 Vision special tokens are banned at sampling time (``bad_words_ids``) *and* checked afterwards:
 a completion that still contains one is loss-masked and counted, never fed to the training
-forward as-is (shared/FACTS.md: it crashes with "Image features and image tokens do not match").
+forward as-is (docs/facts.md: it crashes with "Image features and image tokens do not match").
 """
 
 from __future__ import annotations

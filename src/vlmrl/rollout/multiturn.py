@@ -33,6 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -61,6 +62,7 @@ __all__ = [
     "initial_messages",
     "multiturn_rollout",
     "replay",
+    "trace_batch",
     "trajectory_log",
     "user_content",
 ]
@@ -272,3 +274,38 @@ def _assemble(enc: PromptInputs, trajs: list[Trajectory], pad_id: int) -> Rollou
         extra_image_grid_thw=[torch.cat(t.grids) if t.grids else None for t in trajs],
         completion_token_types={"mm_token_type_ids": mm},
     )
+
+
+def trace_batch(policy, systems: list[str], traces: list[list[dict]]) -> RolloutBatch:
+    """SFT on tool traces: a batch whose rows are the given conversations (first turn = the
+    user's; ``systems[b]`` the system turn of row b, as the env wrote it after ``reset``), mask on
+    assistant turns.
+
+    Laid out token for token as :func:`multiturn_rollout` lays out an episode (the env's system
+    prompt, the initial prompt, assistant turns closed by ``<|im_end|>``, user turns in the chat
+    template's words, tool images in the completion), so SFT teaches exactly the sequences the RL
+    sampler produces and reads. The mask is 1 on assistant tokens (each ``<|im_end|>`` too), 0 on
+    user turns and image tokens."""
+    tok = policy.tokenizer
+    proc = policy.processor
+    msgs, images, trajs = [], [], []
+    for b, (system, trace) in enumerate(zip(systems, traces, strict=True)):
+        turns = [t for t in trace if t["role"] != "system"]
+        first = turns[0]
+        m = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        m.append({"role": "user", "content": user_content(first["text"], len(first.get("images", [])))})
+        msgs.append(m)
+        images.append(list(first.get("images", [])))
+        trajs.append(Trajectory(env=None, group=b, messages=list(m)))
+    enc = encode_prompts(proc, msgs, images)
+    for trace, t in zip(traces, trajs, strict=True):
+        turns = [x for x in trace if x["role"] != "system"][1:]
+        for turn in turns:
+            if turn["role"] == "assistant":
+                ids = tok(turn["text"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
+                _add_model_turn(t, ids, [0.0] * len(ids), turn["text"])
+            else:
+                obs = SimpleNamespace(text=turn["text"], images=list(turn.get("images", [])))
+                seg = encode_segment(proc, env_segment_text(proc, t.messages, obs), obs.images)
+                _add_env_turn(t, proc, obs, seg)
+    return _assemble(enc, trajs, tok.pad_token_id)

@@ -18,7 +18,7 @@ forward's up to float summation order (tested to 1e-5). Cost: vision tower U/n o
 LM tokens ``U·P + n·(C − 1)`` instead of ``n·(P + C)``.
 
 Positions: Qwen2-VL-family models place text and image tokens with 3-D M-RoPE from
-``get_rope_index`` over the whole sequence (``shared/FACTS.md``: ``mm_token_type_ids`` matters).
+``get_rope_index`` over the whole sequence (``docs/facts.md``: ``mm_token_type_ids`` matters).
 We call the model's own ``get_rope_index`` on the full prompt + completion rows, exactly as the
 plain forward does internally, and hand each pass its slice of those ``position_ids``.
 

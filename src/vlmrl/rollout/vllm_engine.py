@@ -19,7 +19,7 @@ and fail loudly when they do not — a silent mismatch would make every ratio wr
 Log-probs are requested as ``processed_logprobs`` (after temperature), the quantity the training
 forward computes (``log_softmax(logits / T)``); on-policy updates do not use them anyway (the ratio
 is taken against ``logp.detach()``). Banned vision tokens go in as ``bad_words`` and are checked
-again afterwards by the shared ``HFEngine._finish`` (shared/FACTS.md).
+again afterwards by the shared ``HFEngine._finish`` (docs/facts.md).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from vlmrl.errors import UserError
 from vlmrl.models.lora import merged_state_dict
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.hf_engine import HFEngine
@@ -38,7 +39,7 @@ from vlmrl.rollout.hf_engine import HFEngine
 log = logging.getLogger(__name__)
 
 
-class EngineUnavailable(ValueError):
+class EngineUnavailable(UserError):
     """``rollout.engine: vllm`` was asked for where it cannot run; the message says why and what to do.
 
     A ``ValueError``: it is a config value this machine cannot honour, so the CLI prints one line."""

@@ -26,7 +26,19 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from vlmrl.errors import MissingFileError, UserError
 from vlmrl.models.lora import has_lora, merged_state_dict
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a missing file or unreadable bytes are one user error naming it."""
+    if not Path(path).is_file():
+        raise MissingFileError(f"{path}: file not found")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own SafetensorError or OSError on bad bytes
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable safetensors file ({first})") from None
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -54,7 +66,7 @@ def save_checkpoint(
 ) -> Path:
     """Write everything a resume needs; returns the final directory.
 
-    ``extra_rng``: more generator states for ``rng.safetensors`` (other ranks', see ``train/dist.py``).
+    ``extra_rng``: more generator states for ``rng.safetensors`` (other ranks', see ``run/dist.py``).
     """
 
     def save_model(tmp: Path) -> None:
@@ -101,7 +113,7 @@ def write_checkpoint(
 def load_checkpoint(directory: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore optimizer and RNG in place (weights are loaded by ``load_policy(dir/'model')``)."""
     directory = Path(directory)
-    tensors = load_file(directory / "optimizer.safetensors")
+    tensors = read_weights(directory / "optimizer.safetensors")
     meta = json.loads((directory / "optimizer.json").read_text())
     idx = 0
     for g, saved in zip(optimizer.param_groups, meta["groups"], strict=True):
@@ -118,7 +130,7 @@ def load_checkpoint(directory: Path, optimizer: torch.optim.Optimizer) -> dict[s
             if st:
                 optimizer.state[p] = st
             idx += 1
-    rng = load_file(directory / "rng.safetensors")
+    rng = read_weights(directory / "rng.safetensors")
     torch.set_rng_state(rng["torch_cpu"])
     if torch.cuda.is_available():
         states = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
@@ -130,7 +142,7 @@ def load_checkpoint(directory: Path, optimizer: torch.optim.Optimizer) -> dict[s
 def load_trainable(directory: Path, model: torch.nn.Module) -> None:
     """Load ``trainable.safetensors`` into a model built like the saved one (base + same adapters)."""
     path = Path(directory) / "trainable.safetensors"
-    saved = load_file(path)
+    saved = read_weights(path)
     params = dict(model.named_parameters())
     want = {n for n, p in params.items() if p.requires_grad}
     if set(saved) != want:

@@ -341,6 +341,6 @@ def seed_rank_rng(seed: int, step: int, ckpt: Path | None) -> None:
         if "torch_cuda" in saved and torch.cuda.is_available():
             torch.cuda.set_rng_state(saved["torch_cuda"])
         return
-    from vlmrl.train.seeding import seed_everything
+    from vlmrl.run.seeding import seed_everything
 
     seed_everything(rank_seed(seed, r, step))

@@ -1,4 +1,17 @@
-"""AdamW with a vision-tower learning-rate scale, and the warmup + constant/cosine schedule."""
+"""The one optimizer + learning-rate schedule of every trainer (GRPO, SFT, generator RL).
+
+AdamW over the trainable parameters, in two groups so the vision tower can learn slower
+(``vision.lr_scale``), and a schedule factor ``f(step)`` that multiplies each group's base rate:
+
+    f(s) = (s + 1) / W                                  for s < W   (linear warm-up)
+    f(s) = 1                                            constant, after warm-up
+    f(s) = ½ (1 + cos(π · min(1, (s − W) / (T − W))))   cosine to 0 at T, after warm-up
+
+``s`` is counted in **trainer steps** (one GRPO / SFT / generator-RL step, which may hold several
+optimizer steps when ``train.epochs`` or ``train.minibatches`` > 1): the trainer calls
+:func:`set_lr` once before each step's update. The warm-up's first step already has rate
+``lr / W`` (never 0: a step at rate 0 would only move Adam's moment estimates).
+"""
 
 from __future__ import annotations
 
@@ -6,28 +19,24 @@ import math
 
 import torch
 
-from vlmrl.config.schema import LoopConfig
-
-#: Parameter-name fragments of the vision tower in HF VLMs (Qwen2/2.5-VL ``visual``, LLaVA-style
-#: ``vision_tower``, SigLIP/idefics ``vision_model``).
-VISION_PREFIXES = ("visual.", "vision_tower.", "vision_model.")
-
-
-def is_vision_param(name: str) -> bool:
-    return any(f".{p}" in f".{name}" for p in VISION_PREFIXES)
+from vlmrl.config.schema import SCHEDULES
+from vlmrl.models.params import is_vision_param
 
 
 def build_optimizer(
-    model: torch.nn.Module, cfg: LoopConfig, vision_lr_scale: float = 1.0
+    model: torch.nn.Module, lr: float, weight_decay: float = 0.0, vision_lr_scale: float = 1.0
 ) -> torch.optim.AdamW:
-    """Two parameter groups so the vision tower can learn slower (``vision.lr_scale``)."""
+    """AdamW on ``model``'s trainable parameters: group ``language`` at ``lr``, group ``vision``
+    (when the tower trains) at ``lr × vision_lr_scale``; each group remembers its ``base_lr``."""
     vision, rest = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (vision if is_vision_param(name) else rest).append(p)
-    groups = [{"params": rest, "lr": cfg.lr, "name": "language"}]
+    if not vision and not rest:
+        raise ValueError("build_optimizer: the model has no trainable parameter")
+    groups = [{"params": rest, "lr": lr, "name": "language"}] if rest else []
     if vision:
-        groups.append({"params": vision, "lr": cfg.lr * vision_lr_scale, "name": "vision"})
+        groups.append({"params": vision, "lr": lr * vision_lr_scale, "name": "vision"})
     for g in groups:
         g["base_lr"] = g["lr"]
     # torch's fused kernel: the same AdamW update in one pass over all tensors (3x faster on the CPU
@@ -35,7 +44,7 @@ def build_optimizer(
     # CPU/CUDA only (not FSDP's DTensors), as transformers' Trainer does by default.
     fused = can_fuse([p for g in groups for p in g["params"]])
     return torch.optim.AdamW(
-        groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999), fused=fused or None
+        groups, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999), fused=fused or None
     )
 
 
@@ -45,8 +54,16 @@ def can_fuse(params: list[torch.nn.Parameter]) -> bool:
     return bool(params) and all(plain)
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Linear warmup to 1 over ``warmup`` steps, then 1 (constant) or a cosine to 0 at ``total``."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str = "constant") -> float:
+    """The schedule factor ``f(step)`` of the module docstring (``step`` counted from 0 in trainer steps).
+
+    >>> [lr_factor(s, 10, 4) for s in range(5)]
+    [0.25, 0.5, 0.75, 1.0, 1.0]
+    >>> lr_factor(4, 10, 4, "cosine"), round(lr_factor(7, 10, 4, "cosine"), 3), lr_factor(10, 10, 4, "cosine")
+    (1.0, 0.25, 0.0)
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "cosine":
@@ -56,5 +73,6 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Every group's rate to ``base_lr × factor``."""
     for g in optimizer.param_groups:
         g["lr"] = g["base_lr"] * factor

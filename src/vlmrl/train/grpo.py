@@ -1,4 +1,4 @@
-"""GRPOTrainer: the loop of shared/DESIGN.md for vision-language models.
+"""GRPOTrainer: the loop of docs/design.md for vision-language models.
 
 The variant implemented by default (``algo`` defaults), and how it departs from the paper
 (Shao et al. 2024, DeepSeekMath):
@@ -11,21 +11,21 @@ The variant implemented by default (``algo`` defaults), and how it departs from 
   default β is 0 (as DAPO / Dr.GRPO): then no reference model is loaded at all;
 - one update per rollout batch by default (fully on-policy: the ratio is exactly 1 and the clip
   is inactive); ``train.epochs`` / ``train.minibatches`` make it off-policy like PPO;
-- vision special tokens are banned in sampling and completions are validated (shared/FACTS.md);
+- vision special tokens are banned in sampling and completions are validated (docs/facts.md);
 - options for perception (off by default): ``algo.credit: segment`` gives the ``<look>`` span's
-  tokens the perception reward's advantage and the rest the outcome's (``train/credit.py``);
-  ``algo.sr1_check`` re-asks text-only from the model's own description (``train/sr1.py``);
-  ``vision.anchor_coef`` anchors the tower's features to the start of training (``train/anchor.py``).
+  tokens the perception reward's advantage and the rest the outcome's (``vision/credit.py``);
+  ``algo.sr1_check`` re-asks text-only from the model's own description (``vision/sr1.py``);
+  ``vision.anchor_coef`` anchors the tower's features to the start of training (``vision/anchor.py``).
 
 Many processes (``torchrun --nproc_per_node=W -m vlmrl train CFG``, ``accelerate launch``; see
-``train/dist.py``): data parallel, the model replicated on every rank, and the update equal to
+``run/dist.py``): data parallel, the model replicated on every rank, and the update equal to
 the one-process update on the same global batch (tested on CPU/gloo: 1e-6):
 - ``train.batch_prompts`` B is global: rank r takes prompts ``[p + r·B/W, p + (r+1)·B/W)`` of the
   prompt stream, so each group stays on one rank and a step sees the same prompts for any W
   (W must divide B); the stream position in ``state.json`` is global;
 - the loss normalisers (valid tokens / sequences of each minibatch) are summed over ranks and
   so are the gradients, once per optimizer step (a flat-bucket all-reduce, not DDP: ranks may
-  hold unequal rows, see ``train/dist.py``); minibatch partitions are drawn by rank 0 over the
+  hold unequal rows, see ``run/dist.py``); minibatch partitions are drawn by rank 0 over the
   global batch; the anchor loss is weighted by each rank's share of image tokens;
 - advantages are computed on every rank's rewards gathered in global order, so REINFORCE++'s
   batch whitening uses global statistics (the group estimators are unchanged); DAPO dynamic
@@ -51,29 +51,34 @@ import numpy as np
 import torch
 
 from vlmrl.algos import kl_penalty
-from vlmrl.config import TrainConfig, config_to_dict, save_config
+from vlmrl.config import ConfigError, TrainConfig, config_to_dict, save_config
 from vlmrl.data import Sample, build_messages
+from vlmrl.data.stream import PromptStream, eval_samples
+from vlmrl.errors import MissingFileError
 from vlmrl.eval.accuracy import evaluate
 from vlmrl.eval.diagnostics import training_diagnostics
 from vlmrl.eval.drift import build_drift_monitor
+from vlmrl.eval.multiturn import evaluate_multiturn
 from vlmrl.eval.report import write_report
 from vlmrl.models import load_policy
 from vlmrl.models.lora import has_lora
 from vlmrl.models.vision import apply_vision_policy
 from vlmrl.rewards.plugins import reward_from_config
 from vlmrl.rewards.sr1 import SR1
-from vlmrl.rollout.batch import RolloutBatch, concat_batches, encode_prompts, select_prompts
+from vlmrl.rollout.batch import RolloutBatch, encode_prompts
+from vlmrl.rollout.env_round import env_rollout_round, write_env_rollouts
+from vlmrl.rollout.noisy import noisy_reward_metrics, noisy_rollouts
+from vlmrl.rollout.rollout_log import write_rollouts
+from vlmrl.rollout.rollouts import Rollouts
 from vlmrl.rollout.vllm_engine import build_engine
-from vlmrl.train.anchor import build_anchor
-from vlmrl.train.checkpoint import (
+from vlmrl.run.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_trainable,
     prune_checkpoints,
     save_checkpoint,
 )
-from vlmrl.train.credit import check_credit, concat_parts, stack_parts, token_advantages
-from vlmrl.train.dist import (
+from vlmrl.run.dist import (
     barrier,
     broadcast_params,
     first_across_ranks,
@@ -83,16 +88,14 @@ from vlmrl.train.dist import (
     reduce_metrics,
     seed_rank_rng,
 )
-from vlmrl.train.env_round import env_rollout_round, evaluate_multiturn, write_env_rollouts
+from vlmrl.run.metrics import MetricsLogger, NullLogger
+from vlmrl.run.optim import build_optimizer, lr_factor, set_lr
+from vlmrl.run.seeding import seed_everything
 from vlmrl.train.memory import apply_memory_options, needs_reference_copy, reference_logprobs_of
-from vlmrl.train.metrics import MetricsLogger, NullLogger
-from vlmrl.train.noisy import noisy_reward_metrics, noisy_rollouts
-from vlmrl.train.optim import build_optimizer, lr_factor, set_lr
-from vlmrl.train.rollout_log import write_rollouts
-from vlmrl.train.seeding import seed_everything
-from vlmrl.train.sr1 import apply_sr1
-from vlmrl.train.stream import PromptStream, eval_samples
 from vlmrl.train.update import UpdateSpec, policy_update
+from vlmrl.vision.anchor import build_anchor
+from vlmrl.vision.credit import check_credit, token_advantages
+from vlmrl.vision.sr1 import apply_sr1
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +113,14 @@ class GRPOTrainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.dist, device = init_distributed(cfg.model.device)  # torchrun / accelerate: one rank each
         if cfg.train.batch_prompts % self.dist.world:
-            raise ValueError(
+            raise ConfigError(
                 f"train.batch_prompts: {cfg.train.batch_prompts} prompts cannot be split evenly over "
                 f"{self.dist.world} processes; use a multiple of {self.dist.world}"
             )
         seed_everything(cfg.train.seed)
         ckpt = latest_checkpoint(self.run_dir) if resume else None
         if resume and ckpt is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
+            raise MissingFileError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
         m = cfg.model
         # a LoRA checkpoint's model/ is merged: resume from the base plus its unmerged trainable.safetensors
         lora_ckpt = ckpt is not None and (ckpt / "trainable.safetensors").exists()
@@ -142,15 +145,16 @@ class GRPOTrainer:
         self.reward_fn = reward_from_config(cfg.reward)
         check_credit(cfg.algo.credit, cfg.reward.weights)
         if SR1 in cfg.reward.weights and not cfg.algo.sr1_check:
-            raise ValueError(
+            raise ConfigError(
                 f"reward.weights has {SR1!r} but algo.sr1_check is false: that reward would stay 0"
             )
         self.anchor = build_anchor(cfg, self.policy.model, self.ref, ckpt is not None)  # before any update
-        self.optimizer = build_optimizer(self.policy.model, cfg.train, cfg.vision.lr_scale)
+        self.optimizer = build_optimizer(
+            self.policy.model, cfg.train.lr, cfg.train.weight_decay, cfg.vision.lr_scale
+        )
         # env runs: a completion is a whole episode, so token-sum normalisers use its token budget
         norm_tokens = cfg.env.max_total_tokens if cfg.env.name else cfg.rollout.max_new_tokens
         self.spec = UpdateSpec(cfg.algo, cfg.train, cfg.rollout.temperature, norm_tokens)
-        self.trajectories: list = []  # env runs: the last round's episodes (for the rollout log)
         self.step = 0
         self.report_path: Path | None = None
         position = 0
@@ -171,33 +175,18 @@ class GRPOTrainer:
             self.logger.truncate_after(self.step)
 
     # ------------------------------------------------------------------ one step
-    def _score(
-        self, samples: list[Sample], texts: list[str], index: list[int]
-    ) -> tuple[torch.Tensor, dict, dict[str, torch.Tensor]]:
-        """Totals ``[N]``, mean of each reward part (``reward/…``), and each part per completion ``[N]``."""
-        parts: dict[str, list[float]] = {}
-        totals, each = [], []
-        for text, i in zip(texts, index, strict=True):
-            rb = self.reward_fn(text, samples[i])
-            totals.append(rb.total)
-            each.append(rb.parts)
-            for k, v in rb.parts.items():
-                parts.setdefault(k, []).append(v)
-        return (
-            torch.tensor(totals, dtype=torch.float32),
-            {f"reward/{k}": float(np.mean(v)) for k, v in parts.items()},
-            stack_parts(each),
-        )
+    def _score(self, samples: list[Sample], batch: RolloutBatch) -> Rollouts:
+        return Rollouts.scored(samples, batch, self.reward_fn)
 
-    def _rollout_round(self, k: int) -> tuple[list[Sample], RolloutBatch, torch.Tensor, dict, dict]:
-        """Sample ``k`` prompts × G completions and score them (totals, metrics, parts per completion)."""
+    def _rollout_round(self, k: int) -> Rollouts:
+        """Sample ``k`` prompts × G completions and score them."""
         cfg = self.cfg
         samples = self.stream.next_shard(k, self.dist.rank, self.dist.world)  # this rank's k / W
         if cfg.env.name is not None:  # multi-turn episodes with tools; the env's trajectory reward
-            batch, self.trajectories, rewards, metrics, parts = env_rollout_round(
+            batch, trajectories, rewards, metrics, parts = env_rollout_round(
                 self.engine, self.policy.processor, cfg, samples
             )
-            return samples, batch, rewards, metrics, parts
+            return Rollouts(samples, batch, rewards, parts, metrics, trajectories)
         enc = encode_prompts(
             self.policy.processor,
             [build_messages(s, cfg.data.template) for s in samples],
@@ -210,89 +199,82 @@ class GRPOTrainer:
             )
         else:
             batch = self.engine.generate(enc, cfg.rollout.n)
-        rewards, metrics, parts = self._score(samples, batch.texts, batch.prompt_index.tolist())
+        ro = self._score(samples, batch)
         if cfg.algo.sr1_check:  # one greedy text-only pass: answer from the model's own <look> text
-            rewards, parts, sr1_metrics = apply_sr1(
+            ro.rewards, ro.parts, sr1_metrics = apply_sr1(
                 self.engine,
                 self.policy.processor,
                 cfg.data.template,
                 samples,
                 batch,
-                rewards,
-                parts,
+                ro.rewards,
+                ro.parts,
                 float(cfg.reward.weights.get(SR1, 0.0)),
                 cfg.eval.batch_size,
             )
-            metrics |= sr1_metrics
+            ro.metrics |= sr1_metrics
         if cfg.algo.overlong_penalty:
             truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
-            rewards = rewards - cfg.algo.overlong_penalty * truncated.float()
+            ro.rewards = ro.rewards - cfg.algo.overlong_penalty * truncated.float()
         if is_noisy is not None:
-            metrics |= noise_metrics | noisy_reward_metrics(rewards, is_noisy)
-        return samples, batch, rewards, metrics, parts
+            ro.metrics |= noise_metrics | noisy_reward_metrics(ro.rewards, is_noisy)
+        return ro
 
-    def _collect(self) -> tuple[list[Sample], RolloutBatch, torch.Tensor, dict, dict]:
+    def _collect(self) -> Rollouts:
         """One step's rollouts; with DAPO dynamic sampling, only groups whose rewards differ,
         refilled with fresh prompts for up to ``algo.dynamic_sampling_max_rounds`` rounds."""
         cfg = self.cfg
         b = cfg.train.batch_prompts
-        samples, batch, rewards, metrics, parts = self._rollout_round(b)
+        ro = self._rollout_round(b)
         if not cfg.algo.dynamic_sampling:
-            return samples, batch, rewards, metrics, parts
-        kept: list[tuple[list[Sample], RolloutBatch, torch.Tensor, dict]] = []
+            return ro
+        metrics = ro.metrics  # the first round's reward means
+        kept: list[Rollouts] = []
         n_kept, n_seen, rounds = 0, 0, 0
         while True:
             rounds += 1
             n_seen += b
-            spread = [g for g in range(len(samples)) if float(rewards[batch.prompt_index == g].std()) > 0]
+            spread = [g for g in range(len(ro.samples)) if float(ro.rewards[ro.rows_of([g])].std()) > 0]
             # the first b − n_kept in global prompt order, as one process would keep them
             spread, n_new = first_across_ranks(spread, b - n_kept)
             if spread:
-                rows = torch.cat([(batch.prompt_index == g).nonzero().flatten() for g in spread])
-                kept.append(
-                    (
-                        [samples[g] for g in spread],
-                        select_prompts(batch, spread),
-                        rewards[rows],
-                        {k: v[rows] for k, v in parts.items()},
-                    )
-                )
+                kept.append(ro.select(spread))
             n_kept += n_new
             if n_kept >= b or rounds >= cfg.algo.dynamic_sampling_max_rounds:
                 break
-            samples, batch, rewards, _, parts = self._rollout_round(b)
+            ro = self._rollout_round(b)
         metrics["rollout/kept_groups"] = n_kept / max(n_seen, 1)
         metrics["rollout/generation_rounds"] = float(rounds)
         if not kept:  # nothing to learn from this step: an update over zero tokens is skipped
-            batch.completion_mask = torch.zeros_like(batch.completion_mask)
-            return samples, batch, rewards, metrics, parts
-        pad = self.policy.tokenizer.pad_token_id
-        merged = concat_batches([k[1] for k in kept], pad)
-        merged_parts = concat_parts([k[3] for k in kept], [k[1].size for k in kept])
-        return [s for k in kept for s in k[0]], merged, torch.cat([k[2] for k in kept]), metrics, merged_parts
+            ro.batch.completion_mask = torch.zeros_like(ro.batch.completion_mask)
+            ro.metrics = metrics
+            return ro
+        merged = Rollouts.concat(kept, self.policy.tokenizer.pad_token_id)
+        merged.metrics = metrics
+        return merged
 
     def train_step(self) -> dict[str, Any]:
         cfg = self.cfg
         t0 = time.perf_counter()
-        samples, batch, rewards, metrics, parts = self._collect()
+        ro = self._collect()
+        batch, rewards, metrics = ro.batch, ro.rewards, ro.metrics
         t_gen = time.perf_counter() - t0
         truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
-        ref_logp = None
+        ref_logp = kl_tok = None
         if cfg.algo.kl_coef > 0:
             ref_logp = reference_logprobs_of(
                 self.ref, self.policy.model, batch, cfg.train.micro_batch, cfg.rollout.temperature
             )
+            # the sampled tokens' KL to the reference, once per step: the reward penalty and the metric
+            kl_tok = kl_penalty(batch.sampler_logprobs, ref_logp, cfg.algo.kl_estimator)
+            kl_tok = kl_tok * batch.completion_mask  # [N, C]
             if cfg.algo.kl_placement == "reward":
-                kl = (
-                    kl_penalty(batch.sampler_logprobs, ref_logp, cfg.algo.kl_estimator)
-                    * batch.completion_mask
-                )
-                rewards = rewards - cfg.algo.kl_coef * kl.sum(1)
+                ro.rewards = rewards = rewards - cfg.algo.kl_coef * kl_tok.sum(1)
         adv_tok, credit_metrics = token_advantages(  # [N, C]; algo.credit: scalar or per <look> segment
             cfg.algo.credit,
             cfg.algo.advantage,
             rewards,
-            parts,
+            ro.parts,
             cfg.reward.weights,
             batch,
             self.policy.tokenizer,
@@ -313,7 +295,7 @@ class GRPOTrainer:
         lengths = batch.completion_lengths.float()
         metrics |= {
             "reward/total": float(rewards.mean()),
-            "reward/std_in_group": float(_group_std(rewards, batch.prompt_index)),
+            "reward/std_in_group": ro.group_std(),
             "rollout/response_length": float(lengths.mean()),
             "rollout/truncated_frac": float(truncated.float().mean()),
             "rollout/invalid_frac": float(
@@ -324,17 +306,18 @@ class GRPOTrainer:
             "time/step_s": time.perf_counter() - t0,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
-        if ref_logp is not None:
-            kl = kl_penalty(batch.sampler_logprobs, ref_logp, cfg.algo.kl_estimator) * batch.completion_mask
-            metrics["actor/kl_ref"] = float(kl.sum() / batch.completion_mask.sum().clamp(min=1))
+        if kl_tok is not None:
+            metrics["actor/kl_ref"] = float(kl_tok.sum() / batch.completion_mask.sum().clamp(min=1))
         metrics = reduce_metrics(metrics, batch.size)  # one dict for the run, the same on every rank
         if self.dist.is_main and cfg.env.name is not None:
             write_env_rollouts(
-                self.run_dir, self.step, samples, batch, self.trajectories, rewards, parts,
+                self.run_dir, self.step, ro.samples, batch, ro.trajectories, rewards, ro.parts,
                 cfg.log.rollouts_per_step,
             )  # fmt: skip
         elif self.dist.is_main:  # rank 0's shard: the first prompts of the global batch
-            write_rollouts(self.run_dir, self.step, samples, batch, rewards, parts, cfg.log.rollouts_per_step)
+            write_rollouts(
+                self.run_dir, self.step, ro.samples, batch, rewards, ro.parts, cfg.log.rollouts_per_step
+            )
         return metrics
 
     # ------------------------------------------------------------------ loop
@@ -410,8 +393,3 @@ class GRPOTrainer:
         except Exception as e:  # the report is a convenience: a finished run must not die of it
             log.warning("report.html not written for %s: %s: %s", self.run_dir, type(e).__name__, e)
         return history
-
-
-def _group_std(rewards: torch.Tensor, groups: torch.Tensor) -> float:
-    stds = [rewards[groups == g].std(unbiased=False) for g in groups.unique()]
-    return float(torch.stack(stds).mean())

@@ -15,13 +15,18 @@ import torch
 from vlmrl.config import TrainConfig
 from vlmrl.data import Sample, build_messages
 from vlmrl.data.describe import describe_scene
+from vlmrl.data.stream import PromptStream, eval_samples
 from vlmrl.eval.accuracy import evaluate
+from vlmrl.eval.multiturn import evaluate_multiturn
 from vlmrl.models import load_policy
+from vlmrl.models.lora import has_lora, merged_state_dict
+from vlmrl.models.vision import apply_vision_policy
 from vlmrl.rollout.batch import batch_from_completions, completion_logprobs, encode_prompts, training_inputs
-from vlmrl.train.metrics import MetricsLogger
-from vlmrl.train.optim import can_fuse
-from vlmrl.train.seeding import seed_everything
-from vlmrl.train.stream import PromptStream, eval_samples
+from vlmrl.rollout.env_round import env_factory
+from vlmrl.rollout.multiturn import trace_batch
+from vlmrl.run.metrics import MetricsLogger
+from vlmrl.run.optim import build_optimizer
+from vlmrl.run.seeding import seed_everything
 
 
 def gold_completion(sample: Sample, template: str) -> str:
@@ -52,6 +57,27 @@ def sft_loss(policy, samples: list[Sample], template: str) -> torch.Tensor:
     return -(logp * batch.completion_mask).sum() / batch.completion_mask.sum()
 
 
+def env_sft_loss(policy, samples: list[Sample], cfg: TrainConfig) -> torch.Tensor:
+    """Mean negative log-likelihood of the assistant tokens of ``vlmrl.envs.sft_trace`` traces
+    (the ideal conversation: question + image, the right tool call, the tool's answer, the answer),
+    laid out as a multi-turn rollout (:func:`vlmrl.rollout.multiturn.trace_batch`)."""
+    from vlmrl.envs import sft_trace
+
+    factory = env_factory(cfg)
+    systems = []
+    for s in samples:  # the system turn after reset: it may depend on the sample (the region grid)
+        env = factory()
+        env.reset(s)
+        systems.append(env.system_prompt())
+    e = cfg.env
+    kwargs = {"max_turns": e.max_turns, "max_tool_calls": e.max_tool_calls, **e.kwargs}
+    traces = [sft_trace(s, e.name, **kwargs) for s in samples]
+    batch = trace_batch(policy, systems, traces)
+    inputs, _ = training_inputs(batch, list(range(batch.size)))
+    logp, _ = completion_logprobs(policy.model, inputs, batch.completion_ids)
+    return -(logp * batch.completion_mask).sum() / batch.completion_mask.sum()
+
+
 def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, float]:
     """Train ``cfg.model.path`` on ``cfg.sft`` settings; save to ``cfg.sft.out``; return eval before/after."""
     seed_everything(cfg.train.seed)
@@ -64,6 +90,7 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
         min_pixels=m.min_pixels,
         max_pixels=m.max_pixels,
     )
+    apply_vision_policy(policy.model, cfg.vision.train)  # frozen / projector_only / lora as in RL
     out = Path(cfg.sft.out)
     data = dataclasses.replace(cfg.data, train_size=cfg.sft.train_size)
     if cfg.sft.task_kwargs is not None:
@@ -73,14 +100,13 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
     from vlmrl.rewards.plugins import reward_from_config
 
     reward_fn = reward_from_config(cfg.reward)
-    params = [p for p in policy.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.sft.lr, fused=can_fuse(params) or None)  # fused: see optim.py
+    # weight decay 0.01: torch's AdamW default, which the SFT warm-start has always used
+    opt = build_optimizer(policy.model, cfg.sft.lr, weight_decay=0.01, vision_lr_scale=cfg.vision.lr_scale)
+    params = [p for g in opt.param_groups for p in g["params"]]
     logger = MetricsLogger(out / "sft_logs", tensorboard=cfg.log.tensorboard)
 
     def held_out() -> dict:
-        if cfg.env.name is not None:  # greedy multi-turn episodes (train/env_round.py)
-            from vlmrl.train.env_round import evaluate_multiturn
-
+        if cfg.env.name is not None:  # greedy multi-turn episodes
             return evaluate_multiturn(policy, evals, cfg, cfg.eval.batch_size)
         return evaluate(
             policy, evals, cfg.data.template, reward_fn, cfg.eval.max_new_tokens, cfg.eval.batch_size
@@ -90,15 +116,13 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
     policy.model.train()
     t0 = time.perf_counter()
     for step in range(1, cfg.sft.steps + 1):
-        if cfg.env.name is not None:  # multi-turn tool traces, loss on the assistant turns (train/sft_env.py)
-            from vlmrl.train.sft_env import env_sft_loss
-
+        if cfg.env.name is not None:  # multi-turn tool traces, loss on the assistant turns
             loss = env_sft_loss(policy, stream.next(cfg.sft.batch_size), cfg)
         else:
             loss = sft_loss(policy, stream.next(cfg.sft.batch_size), cfg.data.template)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % log_every == 0 or step == cfg.sft.steps:
             row = {"sft/loss": loss.item(), "time/elapsed_s": time.perf_counter() - t0}
@@ -110,7 +134,10 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
         cfg.sft.steps, {"eval/accuracy_before": before["accuracy"], "eval/accuracy": after["accuracy"]}
     )
     logger.close()
-    policy.model.save_pretrained(out)
+    if has_lora(policy.model):  # vision.train: lora: the adapters merged into plain weights
+        policy.model.save_pretrained(out, state_dict=merged_state_dict(policy.model))
+    else:
+        policy.model.save_pretrained(out)
     policy.processor.save_pretrained(out)
     return {
         "accuracy_before": before["accuracy"],

@@ -8,7 +8,7 @@ every processor output is carried, see ``vlmrl.rollout.batch``).
 Micro-batches are normalised by the token / sequence counts of the whole minibatch, so the
 summed micro-batch gradients equal the full minibatch gradient (tested: 1×4 vs 4×1). Under
 torch.distributed the counts are summed over ranks and so are the gradients, once per optimizer
-step (:mod:`vlmrl.train.dist`): W processes make the update one process makes (tested, gloo).
+step (:mod:`vlmrl.run.dist`): W processes make the update one process makes (tested, gloo).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from vlmrl.algos import agg_loss, compute_policy_loss, entropy_from_logits, glob
 from vlmrl.config.schema import AlgoConfig, LoopConfig
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.shared_prompt import rollout_logprobs
-from vlmrl.train.anchor import FeatureAnchor
-from vlmrl.train.dist import minibatch_rows, rank_share, reduce_counts, sync_grads
-from vlmrl.train.papo import PAPO_METRICS, masked_batch, merge_size, papo_micro_batch
+from vlmrl.run.dist import minibatch_rows, rank_share, reduce_counts, sync_grads
+from vlmrl.vision.anchor import FeatureAnchor
+from vlmrl.vision.papo import PAPO_METRICS, masked_batch, merge_size, papo_micro_batch
 
 
 @dataclass
@@ -45,7 +45,7 @@ def _loss_kwargs(spec: UpdateSpec, tokens, seqs) -> dict:
         "norm_const": float(spec.max_new_tokens),
         "global_tokens": tokens,
         "global_seqs": seqs,
-        "dual_clip_c": a.dual_clip_c,
+        **({"dual_clip_c": a.dual_clip_c} if a.dual_clip_c is not None else {}),
     }
 
 
@@ -82,9 +82,9 @@ def policy_update(
     """Run the update in place; returns means of the loss metrics over optimizer steps.
 
     ``anchor`` (``vision.anchor_coef > 0``) adds ``coef × L_anchor`` once per optimizer step, over
-    the whole rollout batch's images (see :mod:`vlmrl.train.anchor`); logged as ``vision/anchor_loss``.
+    the whole rollout batch's images (see :mod:`vlmrl.vision.anchor`); logged as ``vision/anchor_loss``.
     ``algo.papo_coef > 0`` adds PAPO's perception term per micro-batch, with masks drawn from
-    ``(train.seed, step)`` (see :mod:`vlmrl.train.papo`); logged as ``actor/papo_*``.
+    ``(train.seed, step)`` (see :mod:`vlmrl.vision.papo`); logged as ``actor/papo_*``.
     """
     loop, algo = spec.loop, spec.algo
     masked = None
@@ -98,7 +98,7 @@ def policy_update(
     n_opt = 0
     model.train()
     for _ in range(loop.epochs):
-        # this rank's rows of each minibatch (one process: randperm / arange chunks; see train/dist.py)
+        # this rank's rows of each minibatch (one process: randperm / arange chunks; see run/dist.py)
         for mb in minibatch_rows(batch.size, loop.minibatches, generator):
             tokens, seqs = reduce_counts(*global_counts(mask[mb]))  # over all ranks
             if tokens.item() == 0:

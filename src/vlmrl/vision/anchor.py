@@ -9,7 +9,7 @@ once per sampled completion), ``f_θ`` is the policy's vision tower and ``f_0`` 
 of the tower at the start of training (the reference model's tower when ``algo.kl_coef > 0``,
 so no second copy is made), and ``j`` runs over the features the language model sees: the
 merger (projector) output, one vector per merged patch. It is 0 until the tower (or merger)
-moves; it is the "do not let RL blind the encoder" knob of shared/DESIGN.md, in the spirit of
+moves; it is the "do not let RL blind the encoder" knob of docs/design.md, in the spirit of
 feature-distillation regularisers. With ``c = 0`` nothing is built or computed.
 
 Running the tower alone (transformers 5.24, Qwen2/2.5-VL): ``model.model.visual(pixel_values,

@@ -5,7 +5,7 @@
 * ``scalar`` (default, GRPO as published): ``A[i, t] = adv(r)[i]`` on every completion token,
   with ``adv`` the configured estimator (``algo.advantage``) of the total reward ``r``.
 * ``segment`` (perception-vs-reasoning credit): was the error in seeing or in reasoning? The
-  ``<look>`` span's tokens (tags included, :mod:`vlmrl.train.spans`) get the advantage of the
+  ``<look>`` span's tokens (tags included, :mod:`vlmrl.vision.spans`) get the advantage of the
   perception reward ``p`` = the ``perception`` part (its F1); every other completion token gets
   the advantage of the outcome reward ``o = r − w_p · p``, the total minus its weighted
   perception part (so accuracy, format, overlong penalty, KL-in-reward all stay in ``o``):
@@ -27,21 +27,22 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from vlmrl.algos import broadcast_advantages, compute_advantages, segment_advantages
+from vlmrl.config.schema import CREDITS
+from vlmrl.errors import UserError
 from vlmrl.rollout.batch import RolloutBatch
-from vlmrl.train.spans import look_span_mask
+from vlmrl.vision.spans import look_span_mask
 
 #: The reward (name in ``reward.weights``, part of the composed breakdown) the look span is scored by.
 PERCEPTION = "perception"
 
-CREDITS = ("scalar", "segment")
 
 
 def check_credit(credit: str, weights: Mapping[str, float]) -> None:
     """Fail at start-up, naming the keys, when ``credit`` cannot work with ``reward.weights``."""
     if credit not in CREDITS:
-        raise ValueError(f"algo.credit: unknown value {credit!r}; allowed: {list(CREDITS)}")
+        raise UserError(f"algo.credit: unknown value {credit!r}; allowed: {list(CREDITS)}")
     if credit == "segment" and PERCEPTION not in weights:
-        raise ValueError(
+        raise UserError(
             f"algo.credit=segment needs a {PERCEPTION!r} entry in reward.weights (the look span's reward), "
             f"got {sorted(weights)}"
         )
@@ -61,7 +62,7 @@ def token_advantages(
     """Token advantages ``[N, C]`` and a few metrics (``credit/…``); see the module docstring.
 
     ``advantages_fn`` has :func:`vlmrl.algos.compute_advantages`' signature; the trainer passes
-    :func:`vlmrl.train.dist.global_advantages` so batch-wide statistics span every rank.
+    :func:`vlmrl.run.dist.global_advantages` so batch-wide statistics span every rank.
     """
     mask = batch.completion_mask  # [N, C]
     if credit == "scalar":
@@ -85,25 +86,3 @@ def token_advantages(
         "credit/adv_outcome_abs": float(adv_o.abs().mean()),
     }
     return adv_tok, metrics
-
-
-def stack_parts(breakdown_parts: Sequence[Mapping[str, float]]) -> dict[str, torch.Tensor]:
-    """``{name: [N]}`` from each response's ``RewardBreakdown.parts``; missing parts are 0."""
-    names = dict.fromkeys(k for p in breakdown_parts for k in p)
-    return {
-        k: torch.tensor([float(p.get(k, 0.0)) for p in breakdown_parts], dtype=torch.float32) for k in names
-    }
-
-
-def concat_parts(
-    chunks: Sequence[Mapping[str, torch.Tensor]], sizes: Sequence[int]
-) -> dict[str, torch.Tensor]:
-    """Concatenate per-response parts of several batches (chunk ``j`` has ``sizes[j]`` responses).
-
-    A part missing from a chunk is 0 there, as in :func:`stack_parts`.
-    """
-    names = dict.fromkeys(k for c in chunks for k in c)
-    return {
-        k: torch.cat([c[k] if k in c else torch.zeros(n) for c, n in zip(chunks, sizes, strict=True)])
-        for k in names
-    }

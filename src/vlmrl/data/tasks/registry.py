@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from vlmrl.data.sample import Sample
 from vlmrl.data.tasks.base import TaskGenerator
+from vlmrl.errors import UserError
 
 TASKS: dict[str, type[TaskGenerator]] = {}
 
@@ -39,12 +40,12 @@ def get_task(name: str, **knobs: Any) -> TaskGenerator:
     Raises ``ValueError`` naming the unknown task (or knob) and listing what is allowed.
     """
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; allowed tasks: {task_names()}")
+        raise UserError(f"unknown task {name!r}; allowed tasks: {task_names()}")
     cls = TASKS[name]
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(knobs) - set(allowed))
     if unknown:
-        raise ValueError(f"task {name!r} has no knob(s) {unknown}; allowed knobs: {allowed}")
+        raise UserError(f"task {name!r} has no knob(s) {unknown}; allowed knobs: {allowed}")
     return cls(**knobs)
 
 
