@@ -36,5 +36,8 @@ def check_before_loading(cfg: TrainConfig, model_path: str | None = None) -> Non
     reward_from_config(cfg.reward)  # unknown names and unimportable reward.modules
     check_path("model.path", model_path or cfg.model.path)
     check_path("sft.init", cfg.sft.init)
-    check_path("data.path", cfg.data.path)
-    check_path("data.eval_path", cfg.data.eval_path)
+    from vlmrl.data.loading import split_spec
+
+    for key, value in (("data.path", cfg.data.path), ("data.eval_path", cfg.data.eval_path)):
+        check_path(key, None if value is None else split_spec(value, "")[0])  # NAME@SPLIT
+    check_path("data.image_dir", cfg.data.image_dir)

@@ -20,6 +20,9 @@ class Sample:
     ``problem`` carries one ``<image>`` placeholder per image (EasyR1 / geometry3k schema);
     ``facts`` holds the scene's ground truth when the task is procedural (objects, colours,
     boxes, numbers), which the perception and hallucination rewards score against.
+    ``columns`` keeps every field of a dataset row except the decoded image column, under the
+    dataset's own names, so a reward can read any of them (TRL passes columns as keyword
+    arguments the same way); procedural samples leave it empty.
     """
 
     id: str
@@ -30,3 +33,4 @@ class Sample:
     answer_type: str = "math"
     facts: dict[str, Any] = field(default_factory=dict)
     split: str = "train"
+    columns: dict[str, Any] = field(default_factory=dict)

@@ -21,9 +21,7 @@ class PromptStream:
         self.position = position
         self._dataset: list[Sample] | None = None
         if cfg.path:
-            from vlmrl.data import load_dataset
-
-            self._dataset = load_dataset(cfg.path, split="train")
+            self._dataset = load_data(cfg, cfg.path, "train")
             if cfg.train_size:
                 self._dataset = self._dataset[: cfg.train_size]
             if not self._dataset:
@@ -62,14 +60,19 @@ class PromptStream:
         return out
 
 
+def load_data(cfg: DataConfig, path: str, split: str) -> list[Sample]:
+    """``path`` (``NAME@SPLIT`` overrides ``split``) read with the config's column names and image root."""
+    from vlmrl.data import load_dataset
+
+    return load_dataset(path, split, cfg.image_key, cfg.prompt_key, cfg.answer_key, cfg.image_dir)
+
+
 def eval_samples(cfg: DataConfig) -> list[Sample]:
     """The held-out split: a disjoint procedural split, or ``data.eval_path``."""
     if cfg.path:
         if not cfg.eval_path:
             return []
-        from vlmrl.data import load_dataset
-
-        return load_dataset(cfg.eval_path, split="test")[: cfg.eval_size]
+        return load_data(cfg, cfg.eval_path, "test")[: cfg.eval_size]
     from vlmrl.data.tasks import generate, get_task
 
     return generate(get_task(cfg.task, **cfg.task_kwargs), cfg.eval_size, seed=cfg.seed, split="test")

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from vlmrl.data import Sample, build_messages
+from vlmrl.rewards.compose import score_all
 from vlmrl.rollout.batch import encode_prompts
 from vlmrl.rollout.hf_engine import HFEngine
 
@@ -34,8 +35,8 @@ def evaluate(
             policy.processor, [build_messages(s, template) for s in chunk], [s.images for s in chunk]
         )
         batch = engine.generate(enc, 1, greedy=True)
-        for s, text in zip(chunk, batch.texts, strict=True):
-            rb = reward_fn(text, s)
+        scored = score_all(reward_fn, batch.texts, chunk, batch.completion_lengths.tolist())
+        for s, text, rb in zip(chunk, batch.texts, scored, strict=True):
             acc = rb.parts.get("accuracy", rb.total)
             by_task[s.task].append(acc)
             rewards.append(rb.total)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from vlmrl.data import Sample
+from vlmrl.rewards.compose import score_all
 from vlmrl.rollout.batch import RolloutBatch, concat_batches, select_prompts
 
 
@@ -60,12 +61,10 @@ class Rollouts:
 
     @classmethod
     def scored(cls, samples: list[Sample], batch: RolloutBatch, reward_fn: Callable) -> Rollouts:
-        """Each completion scored by ``reward_fn(text, sample) -> RewardBreakdown``: totals, parts
-        and the ``reward/<part>`` means."""
-        breakdowns = [
-            reward_fn(text, samples[i])
-            for text, i in zip(batch.texts, batch.prompt_index.tolist(), strict=True)
-        ]
+        """Each completion scored by ``reward_fn(text, sample) -> RewardBreakdown`` (the whole batch
+        in one call when it has ``score_batch``): totals, parts and the ``reward/<part>`` means."""
+        per_rollout = [samples[i] for i in batch.prompt_index.tolist()]
+        breakdowns = score_all(reward_fn, batch.texts, per_rollout, batch.completion_lengths.tolist())
         parts = stack_parts([rb.parts for rb in breakdowns])
         return cls(
             samples,
