@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup setup-gpu check-gpu-install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# A CUDA machine with the vLLM engine: no torch pins, vLLM's own (torch 2.14.0 / torchvision 0.29.0)
+# decide; the same as `pip install -e '.[dev,vllm]'`. bench/check_gpu_install.py checks it resolves.
+setup-gpu:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,vllm]'
+
+# Resolve the setup-gpu install (dry run) and run the core tests under its transformers, on the CPU.
+check-gpu-install: $(STAMP)
+	$(BIN)/python bench/check_gpu_install.py
 
 demo: $(STAMP)
 	$(BIN)/vlmrl demo

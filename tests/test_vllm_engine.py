@@ -140,21 +140,42 @@ def test_engine_choice_is_validated(tmp_path):
         load_config(tmp_path / "c.yaml")
 
 
-@pytest.mark.skipif(not HAS_VLLM_GPU, reason="needs CUDA and the [vllm] extra")
-def test_vllm_logprobs_match_the_training_forward(tiny_dir):  # pragma: no cover - GPU only
-    from vlmrl.models import load_policy
-    from vlmrl.rollout.vllm_engine import VLLMEngine
-
-    policy = load_policy(tiny_dir, device="cuda")
-    engine = VLLMEngine(policy, str(tiny_dir), max_new_tokens=8, temperature=1.0, gpu_memory_utilization=0.2)
-    _, enc = _enc(policy, k=3)
-    batch = engine.generate(enc, 4)
+def _vllm_vs_forward(policy, engine, enc, n):
+    """Max |vLLM's own log-probs (``recompute_logprobs=False``) − the training forward's|."""
+    batch = engine.generate(enc, n)
     inputs, _ = training_inputs(batch, list(range(batch.size)))
     inputs = {k: v.cuda() for k, v in inputs.items()}
     with torch.no_grad():
         logp, _ = completion_logprobs(policy.model.eval(), inputs, batch.completion_ids.cuda(), 1.0)
-    diff = ((logp.cpu() - batch.sampler_logprobs).abs() * batch.completion_mask).max().item()
-    assert diff < 5e-2
+    gap = ((logp.float().cpu() - batch.sampler_logprobs).abs() * batch.completion_mask).max().item()
+    return gap
+
+
+@pytest.mark.skipif(not HAS_VLLM_GPU, reason="needs CUDA and the [vllm] extra")
+@pytest.mark.parametrize(("dtype", "tol"), [("float32", 5e-2), ("bfloat16", 1.5e-1)])
+def test_vllm_logprobs_match_the_training_forward(tiny_dir, dtype, tol):  # pragma: no cover - GPU only
+    """Like with like: the engine runs in the policy's dtype. vLLM's processed log-probs also drop
+    the banned vision tokens' mass (log p − log(1 − p_banned)), hence a tolerance, not ~1e-5."""
+    from vlmrl.models import load_policy
+    from vlmrl.rollout.vllm_engine import VLLMEngine
+
+    policy = load_policy(tiny_dir, device="cuda", dtype=dtype)
+    engine = VLLMEngine(
+        policy, str(tiny_dir), max_new_tokens=8, temperature=1.0, gpu_memory_utilization=0.2, dtype=dtype,
+        recompute_logprobs=False,
+    )  # fmt: skip
+    _, enc = _enc(policy, k=3)
+    gap = _vllm_vs_forward(policy, engine, enc, 4)
+    assert gap < tol
+    # the encoder cache is reset with the weights: the same images after a vision-tower change give
+    # the new tower's embeddings (a stale cache would keep the old ones and the gap would open)
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "visual" in name and name.endswith("weight") and p.dim() == 2:
+                p.mul_(-1.0)
+    engine.mark_stale()
+    gap_after = _vllm_vs_forward(policy, engine, enc, 4)
+    assert gap_after < tol
     # a weight change reaches vLLM: with lm_head zeroed the distribution is uniform, so every token
     # has log-prob −log V (−log(V − banned) if the banned tokens are removed before the log-softmax)
     with torch.no_grad():

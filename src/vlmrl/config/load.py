@@ -150,6 +150,7 @@ def _validate(cfg: TrainConfig) -> None:
         {
             "rollout.n": cfg.rollout.n,
             "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
+            "rollout.vllm_tensor_parallel_size": cfg.rollout.vllm_tensor_parallel_size,
             "train.batch_prompts": cfg.train.batch_prompts,
             "train.epochs": cfg.train.epochs,
             "train.minibatches": cfg.train.minibatches,

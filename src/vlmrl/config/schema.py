@@ -138,6 +138,8 @@ class RolloutConfig:
     """vLLM context length cap (None: the model's); prompt + completion must fit."""
     vllm_sleep: bool = True
     """Sleep mode: vLLM's weights and KV cache leave the GPU between generations (level 1)."""
+    vllm_tensor_parallel_size: int = 1
+    """GPUs (ranks) sharing one vLLM engine; > 1 needs torchrun with a process count it divides."""
     noisy_frac: float = 0.0
     """NoisyRollout: ⌊noisy_frac·n⌋ of each group sampled from a noised image, trained on clean; 0: off."""
     noise_std: float = 0.3

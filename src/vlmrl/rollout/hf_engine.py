@@ -27,6 +27,9 @@ class RolloutEngine(Protocol):
     def mark_stale(self) -> None:
         """The policy's weights changed (after an optimizer step)."""
 
+    def pop_metrics(self) -> dict[str, float]:
+        """The engine's own metrics since the last call (logged with the step's)."""
+
 
 class HFEngine:
     """Sample ``n`` completions per prompt with ``model.generate``.
@@ -67,6 +70,10 @@ class HFEngine:
     def mark_stale(self) -> None:
         """Called after each optimizer step; HF ``generate`` samples from the live policy, so nothing to do
         (the vLLM engine syncs its copy of the weights on the next call)."""
+
+    def pop_metrics(self) -> dict[str, float]:
+        """None here: the sampler's log-probs already are the policy's (see the vLLM engine's)."""
+        return {}
 
     def _gen_config(self, n: int, greedy: bool) -> GenerationConfig:
         # A fresh config: hub models ship sampling defaults (top_k, repetition_penalty) that would

@@ -258,6 +258,7 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         ro = self._collect()
         batch, rewards, metrics = ro.batch, ro.rewards, ro.metrics
+        metrics |= self.engine.pop_metrics()  # vLLM: its log-probs vs the policy's (vllm_engine.py)
         t_gen = time.perf_counter() - t0
         truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
         ref_logp = kl_tok = None
