@@ -6,6 +6,7 @@ AdamW over the trainable parameters, in two groups so the vision tower can learn
     f(s) = (s + 1) / W                                  for s < W   (linear warm-up)
     f(s) = 1                                            constant, after warm-up
     f(s) = ½ (1 + cos(π · min(1, (s − W) / (T − W))))   cosine to 0 at T, after warm-up
+    f(s) = m + (1 − m) · cosine(s)                      with a floor m (``floor``), after warm-up
 
 ``s`` is counted in **trainer steps** (one GRPO / SFT / generator-RL step, which may hold several
 optimizer steps when ``train.epochs`` or ``train.minibatches`` > 1): the trainer calls
@@ -54,7 +55,7 @@ def can_fuse(params: list[torch.nn.Parameter]) -> bool:
     return bool(params) and all(plain)
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str = "constant") -> float:
+def lr_factor(step: int, total: int, warmup: int, schedule: str = "constant", floor: float = 0.0) -> float:
     """The schedule factor ``f(step)`` of the module docstring (``step`` counted from 0 in trainer steps).
 
     >>> [lr_factor(s, 10, 4) for s in range(5)]
@@ -68,7 +69,7 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str = "constant") ->
         return (step + 1) / warmup
     if schedule == "cosine":
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0
 
 

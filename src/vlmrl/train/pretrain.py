@@ -27,7 +27,11 @@ from vlmrl.data.tasks import generate, get_task
 from vlmrl.models.base_mix import PRETRAIN_MIX, MixEntry, entries_at
 from vlmrl.models.loading import Policy
 from vlmrl.models.tiny import TinyConfig, build_tiny_model, build_tiny_processor
+from vlmrl.run.optim import build_optimizer, lr_factor, set_lr
 from vlmrl.train.sft import gold_completion, sft_loss
+
+LR_FLOOR = 0.1
+"""The cosine schedule ends at this fraction of the peak rate, not 0: late steps still learn."""
 
 
 @dataclass
@@ -92,13 +96,9 @@ def mixed_loss(policy: Policy, batch: list[tuple[Sample, str]]) -> torch.Tensor:
 
 
 def lr_at(step: int, spec: PretrainSpec) -> float:
-    """Linear warm-up over ``warmup_steps`` optimizer steps, then cosine from ``lr`` to ``0.1·lr``."""
-    import math
-
-    if step < spec.warmup_steps:
-        return spec.lr * (step + 1) / spec.warmup_steps
-    frac = (step - spec.warmup_steps) / max(1, spec.steps - spec.warmup_steps)
-    return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+    """Linear warm-up over ``warmup_steps`` steps, then cosine from ``lr`` down to ``0.1 · lr``
+    (the shared schedule of ``run.optim`` with a floor of 0.1)."""
+    return spec.lr * lr_factor(step, spec.steps, spec.warmup_steps, "cosine", floor=LR_FLOOR)
 
 
 def build_base(spec: PretrainSpec, tiny: TinyConfig | None = None) -> Policy:
@@ -131,13 +131,12 @@ def pretrain(spec: PretrainSpec, on_log=print, evaluate_fn=None) -> Path:
     params = [p for p in policy.model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in params)
     on_log(f"tiny base: {n_params / 1e6:.2f} M parameters, vocab {len(policy.tokenizer)}")
-    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.01)
+    opt = build_optimizer(policy.model, spec.lr, weight_decay=0.01)
     policy.model.train()
     t0 = time.perf_counter()
     ema = None
     for step in range(spec.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, spec)
+        set_lr(opt, lr_at(step, spec) / spec.lr)
         loss = mixed_loss(policy, draw_batch(step, spec.steps, spec.batch_size, spec.seed))
         opt.zero_grad(set_to_none=True)
         loss.backward()
