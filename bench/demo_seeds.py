@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import command_line  # noqa: E402
+from _common import command_line
 
-from vlmrl.demo import run_demo  # noqa: E402
+from vlmrl.demo import run_demo
 
 
 def main() -> None:
@@ -31,7 +31,9 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for seed in args.seeds:
-        r = run_demo(Path(args.root) / f"seed{seed}", quick=args.quick, seed=seed, overrides=("log.progress=false",))
+        r = run_demo(
+            Path(args.root) / f"seed{seed}", quick=args.quick, seed=seed, overrides=("log.progress=false",)
+        )
         rows.append(
             {
                 "seed": seed,

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import command_line  # noqa: E402
+from _common import command_line
 
-from vlmrl.eval.base_card import card_table, evaluate_entries, write_card  # noqa: E402
-from vlmrl.models import load_policy  # noqa: E402
-from vlmrl.models.base_mix import HELD_OUT, PRETRAIN_MIX  # noqa: E402
-from vlmrl.models.loading import resolve_model_path  # noqa: E402
+from vlmrl.eval.base_card import card_table, evaluate_entries, write_card
+from vlmrl.models import load_policy
+from vlmrl.models.base_mix import HELD_OUT, PRETRAIN_MIX
+from vlmrl.models.loading import resolve_model_path
 
 
 def main() -> None:
