@@ -359,3 +359,13 @@ def test_off_policy_old_logprobs_of_noisy_rollouts_are_clean_image_logprobs(tiny
 def test_config_errors_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(overrides=[override])
+
+
+def test_papo_metrics_are_summed_across_ranks_like_the_other_loss_shares():
+    """PAPO's metrics are shares of a globally normalised loss; they were averaged over ranks."""
+    from vlmrl.run.dist import SUM_KEYS
+
+    n, c = 2, 3
+    logp, mask = torch.zeros(n, c), torch.ones(n, c)
+    _, metrics = papo_loss(logp, logp - 0.1, torch.ones(n, c), torch.ones(n, c), mask, 0.1, 0.03)
+    assert {f"actor/{k}" for k in metrics} <= set(SUM_KEYS)

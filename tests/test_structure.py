@@ -15,6 +15,7 @@ REPO = SRC.parents[1]
 #: The rooms, lowest first (docs/design.md): a room imports only rooms ranked at or below it.
 #: ``config.schema`` (the typed tree's dataclasses) is a leaf every room may import for its spec.
 RANK = {
+    "errors": -1,
     "algos": 0,
     "data": 1,
     "models": 2,

@@ -31,8 +31,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-#: Metrics that each rank already holds as its share of a global total (global normalisers): summed.
-SUM_KEYS = ("actor/pg_loss", "actor/kl_loss", "actor/entropy")
+#: The one list of metrics that each rank holds as its share of a global total (losses divided by
+#: global token / sequence counts): summed over micro-batches in the update and over ranks here.
+#: PAPO's two were once averaged over ranks instead (``vlmrl.vision.papo`` emits them).
+SUM_KEYS = ("actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/papo_kl", "actor/papo_entropy_masked")
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from vlmrl.algos import agg_loss, compute_policy_loss, entropy_from_logits, glob
 from vlmrl.config.schema import AlgoConfig, LoopConfig
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.shared_prompt import rollout_logprobs
-from vlmrl.run.dist import minibatch_rows, rank_share, reduce_counts, sync_grads
+from vlmrl.run.dist import SUM_KEYS, minibatch_rows, rank_share, reduce_counts, sync_grads
 from vlmrl.vision.anchor import FeatureAnchor
-from vlmrl.vision.papo import PAPO_METRICS, masked_batch, merge_size, papo_micro_batch
+from vlmrl.vision.papo import masked_batch, merge_size, papo_micro_batch
 
 
 @dataclass
@@ -142,11 +142,7 @@ def policy_update(
                 loss.backward()
                 for k, v in metrics.items():
                     # pg_loss / kl / entropy are already fractions of the minibatch total: add them up.
-                    share = (
-                        1.0
-                        if k in ("actor/pg_loss", "actor/kl_loss", "actor/entropy", *PAPO_METRICS)
-                        else len(rows) / len(mb)
-                    )
+                    share = 1.0 if k in SUM_KEYS else len(rows) / len(mb)
                     sums[k] = sums.get(k, 0.0) + v * share
             if anchor is not None:
                 a_loss = anchor.loss(model, batch.prompt_inputs)

@@ -31,9 +31,10 @@ import torch
 from vlmrl.algos import entropy_from_logits, papo_loss
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.shared_prompt import rollout_logprobs
+from vlmrl.run.dist import SUM_KEYS
 
-#: PAPO's metrics; each is already a fraction of the minibatch total (summed over micro-batches).
-PAPO_METRICS = ("actor/papo_kl", "actor/papo_entropy_masked")
+#: PAPO's metrics: shares of the minibatch total, so summed (``vlmrl.run.dist.SUM_KEYS`` lists them).
+PAPO_METRICS = tuple(k for k in SUM_KEYS if k.startswith("actor/papo_"))
 
 #: Mixed into the seed so PAPO's masks never share a stream with another seeded consumer.
 _STREAM = 0x9A90
