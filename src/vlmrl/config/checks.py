@@ -31,9 +31,12 @@ def check_path(key: str, path: str | None) -> None:
 def check_before_loading(cfg: TrainConfig, model_path: str | None = None) -> None:
     """Reward names and plugin modules, then every path the run reads (``model_path`` defaults to
     ``model.path``); raises the project's user errors, each naming the key."""
+    from vlmrl.rewards.judge import JUDGE, JudgeReward
     from vlmrl.rewards.plugins import reward_from_config
 
     reward_from_config(cfg.reward)  # unknown names and unimportable reward.modules
+    if JUDGE in cfg.reward.weights:  # a judge server that is down fails now, not after the model loads
+        JudgeReward(cfg.reward.judge).probe()
     check_path("model.path", model_path or cfg.model.path)
     check_path("sft.init", cfg.sft.init)
     from vlmrl.data.loading import split_spec
