@@ -177,6 +177,17 @@ def _cmd_gen(args) -> None:
         raise ValueError(f"gen {args.action}: unknown action")
 
 
+def _cmd_convert(args) -> None:
+    from vlmrl.config.easyr1 import convert_file
+
+    result = convert_file(args.config, args.out)
+    print(f"wrote {args.out}: {len(result.translated)} EasyR1 keys translated")
+    if result.unmapped:
+        print(f"{len(result.unmapped)} EasyR1 keys have no vlmrl equivalent (listed in the file's header):")
+        for key, why in result.unmapped.items():
+            print(f"  {key}: {why}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlmrl", description="RL post-training for vision-language models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -206,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--knob", action="append", help="task difficulty knob NAME=VALUE (repeatable)")
     da.add_argument("--out", default="data.parquet", help="output file (parquet for synth, PNG for grid)")
     da.set_defaults(fn=_cmd_data)
+
+    cv = sub.add_parser("convert", help="translate another library's config into a vlmrl config")
+    cv.add_argument("source", choices=["easyr1"], help="the library the config comes from")
+    cv.add_argument("config", help="that library's YAML config")
+    cv.add_argument("-o", "--out", default="vlmrl.yaml", help="the vlmrl config to write")
+    cv.set_defaults(fn=_cmd_convert)
 
     v = sub.add_parser("view", help="(re)build RUN/report.html (curves, summary, rollouts); print its path")
     v.add_argument("run", help="run directory (holds metrics.jsonl)")
