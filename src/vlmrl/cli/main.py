@@ -23,6 +23,23 @@ def _cmd_make_tiny(args) -> None:
     print(f"tiny Qwen2.5-VL written to {out}")
 
 
+def _cmd_pretrain_tiny(args) -> None:
+    from vlmrl.train.pretrain import pretrain_and_card
+
+    out = pretrain_and_card(
+        out=args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+        eval_every=args.eval_every,
+        eval_size=args.eval_size,
+        card_size=args.card_size,
+    )
+    print(f"tiny base written to {out} (model card: {out / 'README.md'})")
+
+
 def _cmd_data(args) -> None:
     from vlmrl.data import export_parquet, generate, task_names, write_tasks_grid
 
@@ -207,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="qwen2_5_vl (the measured default) or a small qwen3_vl (DeepStack, 16 px patches)",
     )
     t.set_defaults(fn=_cmd_make_tiny)
+
+    pt = sub.add_parser("pretrain-tiny", help="multi-task pretraining of the tiny base (the shipped recipe)")
+    pt.add_argument("--out", default="runs/tiny-base", help="output directory (a from_pretrained checkpoint)")
+    pt.add_argument("--steps", type=int, default=8000)
+    pt.add_argument("--batch-size", type=int, default=32)
+    pt.add_argument("--lr", type=float, default=1e-3)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    pt.add_argument("--eval-every", type=int, default=1000)
+    pt.add_argument("--eval-size", type=int, default=24, help="held-out samples per task at each eval")
+    pt.add_argument("--card-size", type=int, default=200, help="samples per task for the final model card")
+    pt.set_defaults(fn=_cmd_pretrain_tiny)
 
     da = sub.add_parser("data", help="procedural tasks: list, synthesise to parquet, sample grid")
     da.add_argument("action", choices=["list", "synth", "grid"], help="what to do")

@@ -23,7 +23,6 @@ from vlmrl.models.base_mix import MixEntry
 from vlmrl.rewards import get_reward
 from vlmrl.rewards.perception import perception_reward
 
-
 FIRST = 50
 """The card also records accuracy on the first ``FIRST`` samples (a prefix of the same split)."""
 
