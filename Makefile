@@ -33,9 +33,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
+	$(BIN)/mkdocs build --strict --site-dir .site
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
 clean:
-	rm -rf runs/ .pytest_cache
+	rm -rf runs/ .pytest_cache .site
