@@ -1,10 +1,12 @@
-"""Does GRPO improve held-out accuracy over the SFT checkpoint? Several tasks × seeds, on the CPU.
+"""Does GRPO improve held-out accuracy over its starting checkpoint? Several tasks × seeds, on the CPU.
 
-Per task: build the tiny model, SFT on a few labelled images (one checkpoint per task), then run
-GRPO from that checkpoint with several seeds (sampling, data order and procedural content all
-change with the seed) and evaluate on the same held-out split before and after.
+Per task: start from the shipped tiny base (``*_base`` settings) or build the tiny model from
+scratch and SFT it on a few labelled images (the first release's setting), then run GRPO from
+that checkpoint with several seeds (sampling, data order and procedural content all change with
+the seed) and evaluate on the same held-out split before and after.
 
-    .venv/bin/python bench/grpo_learning.py --tasks count_shift --seeds 0 1 2
+    .venv/bin/python bench/grpo_learning.py --tasks count_shift_base position_shift_base \
+        --seeds 0 1 2 --out bench/results/grpo_learning_base
 
 Writes ``OUT.json`` (every number) and ``OUT.md`` (the table), plus a plot ``OUT.png``.
 """
@@ -25,41 +27,62 @@ from vlmrl.models import TinyConfig, make_tiny
 from vlmrl.train.grpo import GRPOTrainer
 from vlmrl.train.sft import run_sft
 
-#: Per-setting overrides on top of the demo config (vlmrl/configs/demo.yaml).
+#: The from-scratch SFT warm-start the first release measured (demo.yaml no longer carries it).
+SCRATCH_SFT = [
+    "sft.task_kwargs={max_count: 6, distractors: 3, distractor_colors: [blue]}",
+    "sft.steps=400",
+    "sft.batch_size=32",
+    "sft.lr=1e-3",
+    "sft.train_size=96",
+]
+#: Per-setting overrides on top of the demo config (vlmrl/configs/demo.yaml: GRPO on counting among
+#: unseen green/yellow distractors). ``*_base`` settings start from the shipped tiny base (no SFT);
+#: the others build the tiny model from scratch and SFT it first, as the first release did.
 #: ``count_shift``: SFT on blue distractors, GRPO and evaluation on unseen green/yellow ones.
-#: ``count_few_labels``: SFT on 16 labelled images of the GRPO distribution (FACTS.md's recipe).
+#: ``count_few_labels``: SFT on 16 labelled images of the GRPO distribution.
 #: ``position_shift``: SFT on where a BLUE circle is (fresh labels, 700 steps: 100% held-out);
 #: GRPO and evaluation on RED circles, which that model places right ~40% of the time.
+#: ``count_shift_base`` / ``position_shift_base``: the base's held-out shifts ``count_new_distractors``
+#: and ``position_small`` (vlmrl.models.base_mix.HELD_OUT).
+POSITION = ["data.task=position", "rollout.max_new_tokens=8", "eval.max_new_tokens=8"]
 TASKS: dict[str, list[str]] = {
-    "count_shift": [],
+    "count_shift": [*SCRATCH_SFT],
     "count_few_labels": [
-        "sft.task_kwargs={max_count: 6, distractors: 3, distractor_colors: [blue]}",
+        *SCRATCH_SFT,
         "data.task_kwargs={max_count: 6, distractors: 3, distractor_colors: [blue]}",
         "sft.train_size=16",
     ],
     "position_shift": [
-        "data.task=position",
+        *POSITION,
         "data.task_kwargs={color: red}",
         "sft.task_kwargs={color: blue}",
         "sft.train_size=null",
         "sft.steps=700",
-        "rollout.max_new_tokens=8",
-        "eval.max_new_tokens=8",
+        "sft.batch_size=32",
+        "sft.lr=1e-3",
     ],
+    "count_shift_base": [],
+    "position_shift_base": [*POSITION, "data.task_kwargs={radius: [0.04, 0.07]}"],
 }
 
 
 def run_task(task: str, seeds: list[int], root: Path, extra: list[str]) -> dict:
-    base = [
-        *TASKS[task],
-        *extra,
-        f"sft.init={root / 'tiny'}",
-        f"sft.out={root / 'sft'}",
-        f"model.path={root / 'sft'}",
-    ]
-    make_tiny(root / "tiny", TinyConfig())
-    cfg = load_config(demo_config_path(), base)
-    sft = run_sft(cfg)
+    from_base = task.endswith("_base")
+    if from_base:
+        base = [*TASKS[task], *extra]
+        cfg = load_config(demo_config_path(), base)
+        sft = {"accuracy_before": None, "accuracy_after": None, "model": cfg.model.path}
+    else:
+        base = [
+            *TASKS[task],
+            *extra,
+            f"sft.init={root / 'tiny'}",
+            f"sft.out={root / 'sft'}",
+            f"model.path={root / 'sft'}",
+        ]
+        make_tiny(root / "tiny", TinyConfig())
+        cfg = load_config(demo_config_path(), base)
+        sft = run_sft(cfg)
     runs = []
     for seed in seeds:
         run_cfg = load_config(
@@ -71,6 +94,7 @@ def run_task(task: str, seeds: list[int], root: Path, extra: list[str]) -> dict:
                 f"log.run_dir={root / f'grpo_s{seed}'}",
                 "log.progress=false",
                 "train.save_every=0",
+                "eval.blind=false",
             ],
         )
         t0 = time.perf_counter()
@@ -93,6 +117,7 @@ def run_task(task: str, seeds: list[int], root: Path, extra: list[str]) -> dict:
         "runs": runs,
         "gain_mean": statistics.mean(gains),
         "gain_std": statistics.stdev(gains) if len(gains) > 1 else 0.0,
+        "gain_se": (statistics.stdev(gains) / len(gains) ** 0.5) if len(gains) > 1 else 0.0,
         "after_mean": statistics.mean(r["after"] for r in runs),
         "before_mean": statistics.mean(r["before"] for r in runs),
     }
@@ -110,14 +135,20 @@ def write_report(results: list[dict], out: Path, command: str) -> None:
         "# GRPO vs its SFT checkpoint (held-out accuracy, greedy)\n",
         f"Command: `{command}`  ",
         f"Machine: {meta['machine']}\n",
-        "| task | SFT (untrained → SFT) | after GRPO, per seed | GRPO gain mean ± std |",
+        "| task | start (untrained → SFT, or the base) | after GRPO, per seed | gain mean ± std (SE) |",
         "|---|---|---|---|",
     ]
     for r in results:
         per_seed = ", ".join(f"s{x['seed']}: {x['before']:.3f}→{x['after']:.3f}" for x in r["runs"])
+        sft = r["sft"]
+        start = (
+            f"{sft['model']}"
+            if sft["accuracy_before"] is None
+            else f"{sft['accuracy_before']:.3f} → {sft['accuracy_after']:.3f}"
+        )
         lines.append(
-            f"| {r['task']} | {r['sft']['accuracy_before']:.3f} → {r['sft']['accuracy_after']:.3f} | "
-            f"{per_seed} | {r['gain_mean']:+.3f} ± {r['gain_std']:.3f} |"
+            f"| {r['task']} | {start} | {per_seed} | {r['gain_mean']:+.3f} ± {r['gain_std']:.3f} "
+            f"({r.get('gain_se', 0.0):.3f}) |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
