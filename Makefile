@@ -30,10 +30,12 @@ check-gpu-install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/vlmrl demo
 
+# Last, the core tests again under the oldest transformers the [vllm] extra can pull (~2 min).
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 	$(BIN)/mkdocs build --strict --site-dir .site
+	$(BIN)/python bench/check_gpu_install.py --floor-only
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
