@@ -30,17 +30,19 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import inspect
 import math
 import numbers
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 from vlmrl.data.sample import Sample
 from vlmrl.errors import MissingFileError, PluginImportError, UserError
-from vlmrl.rewards.plugins import import_file
 from vlmrl.rewards.types import RewardBreakdown
 
 
@@ -239,6 +241,27 @@ def scorer_for(fn: Callable[..., Any], label: str, kwargs: Mapping[str, Any] | N
     if form == "easyr1_sequential":
         return easyr1_sequential(fn, label, kwargs)
     return per_sample(fn, label, kwargs)
+
+
+def module_name(path: Path) -> str:
+    """The ``sys.modules`` name a user's reward file is imported under (one per resolved path)."""
+    return f"vlmrl_user_reward_{abs(hash(path.resolve()))}"
+
+
+def import_file(path: Path) -> ModuleType:
+    """Import the Python file ``path`` once (later calls return the same module)."""
+    name = module_name(path)
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]  # a fixed file can be imported again in the same process
+        raise
+    return module
 
 
 def is_function_spec(key: str) -> bool:

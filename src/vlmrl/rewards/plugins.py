@@ -8,12 +8,11 @@ user's own config — never anything a model wrote.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 from vlmrl.errors import MissingFileError, PluginImportError, UserError
+from vlmrl.rewards.forms import import_file, module_name
 
 
 def import_reward_modules(modules: list[str]) -> None:
@@ -39,27 +38,6 @@ def import_reward_modules(modules: list[str]) -> None:
                 importlib.import_module(entry)
             except ImportError as e:
                 raise PluginImportError(f"reward.modules: cannot import {entry!r}: {e}") from e
-
-
-def module_name(path: Path) -> str:
-    """The ``sys.modules`` name a user's reward file is imported under (one per resolved path)."""
-    return f"vlmrl_user_reward_{abs(hash(path.resolve()))}"
-
-
-def import_file(path: Path) -> ModuleType:
-    """Import the Python file ``path`` once (later calls return the same module)."""
-    name = module_name(path)
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]  # a fixed file can be imported again in the same process
-        raise
-    return module
 
 
 def reward_from_config(reward_cfg):
