@@ -83,10 +83,11 @@ def _cmd_sft(args) -> None:
 
 def _cmd_train(args) -> None:
     from vlmrl.config import load_config
-    from vlmrl.config.checks import check_before_loading
+    from vlmrl.config.checks import check_before_loading, check_run_dir
 
     cfg = load_config(args.config, args.overrides)
     check_before_loading(cfg)
+    check_run_dir(cfg.log.run_dir, cfg.model.path)  # a file, read-only, full: before the model loads
     from vlmrl.run.dist import shutdown  # torch and transformers load only now
     from vlmrl.run.progress import run_with_progress
     from vlmrl.train.grpo import GRPOTrainer

@@ -6,10 +6,17 @@ so ``vlmrl train / sft / eval`` call :func:`check_before_loading` right after th
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from pathlib import Path
 
 from vlmrl.config.schema import TrainConfig
-from vlmrl.errors import MissingFileError
+from vlmrl.errors import MissingFileError, StorageError
+
+#: A checkpoint holds the weights once and AdamW's two moments per trainable weight: about three
+#: times the weights' bytes on disk (less with LoRA or a frozen tower: an upper estimate).
+CHECKPOINT_FACTOR = 3
 
 
 def looks_like_hub_id(path: str) -> bool:
@@ -44,3 +51,48 @@ def check_before_loading(cfg: TrainConfig, model_path: str | None = None) -> Non
     for key, value in (("data.path", cfg.data.path), ("data.eval_path", cfg.data.eval_path)):
         check_path(key, None if value is None else split_spec(value, "")[0])  # NAME@SPLIT
     check_path("data.image_dir", cfg.data.image_dir)
+
+
+def weights_bytes(model_path: str | None) -> int:
+    """Bytes of the ``*.safetensors`` / ``*.bin`` weights under a local model folder (0 when unknown:
+    a hub id, or no weight files)."""
+    if not model_path or not Path(model_path).expanduser().is_dir():
+        return 0
+    root = Path(model_path).expanduser()
+    return sum(p.stat().st_size for ext in ("*.safetensors", "*.bin") for p in root.rglob(ext) if p.is_file())
+
+
+def check_run_dir(run_dir: str | Path, model_path: str | None = None, key: str = "log.run_dir") -> Path:
+    """Create the run directory and prove it can hold a run, before any model work; returns it.
+
+    Refuses, each as one :class:`StorageError` naming the path: the run dir (or its ``checkpoints/``
+    or ``metrics.jsonl``) being the wrong kind of thing, a folder that cannot be written (read-only
+    filesystem, permissions: a probe file is written and removed), and less free space than one
+    checkpoint needs (:data:`CHECKPOINT_FACTOR` × the weights of ``model_path``). A disk that fills
+    later fails the checkpoint write alone, with the previous checkpoints intact (``run/checkpoint.py``).
+    """
+    root = Path(run_dir).expanduser()
+    for path, kind in ((root, "folder"), (root / "checkpoints", "folder"), (root / "metrics.jsonl", "file")):
+        if path.exists() and (path.is_dir() != (kind == "folder")):
+            what = "a file" if kind == "folder" else "a folder"
+            raise StorageError.from_os(OSError(errno.EEXIST, f"is {what}; expected a {kind}"), key, path)
+    probe = root / f".vlmrl-write-probe-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise StorageError.from_os(e, f"{key} is not writable", root) from e
+    need = CHECKPOINT_FACTOR * weights_bytes(model_path)
+    free = shutil.disk_usage(root).free
+    if need and free < need:
+        raise StorageError.from_os(
+            OSError(
+                errno.ENOSPC,
+                f"{free / 2**20:.0f} MiB free, a checkpoint needs about {need / 2**20:.0f} MiB "
+                f"({CHECKPOINT_FACTOR}× the weights of {model_path})",
+            ),
+            key,
+            root,
+        )
+    return root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -16,6 +17,40 @@ from vlmrl.errors import UserError
 
 class ConfigError(UserError):
     """A config problem, always naming the key (and file when there is one)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: PyYAML keeps the last
+    one silently, so ``steps: 3`` followed by ``steps: 0`` would run zero steps."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str) and key in seen and key_node.tag != "tag:yaml.org,2002:merge":
+                raise ConfigError(f"line {line}: duplicate key {key!r} (first on line {seen[key]})")
+            if isinstance(key, str):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file strictly: UTF-8 text without NUL bytes, no duplicate keys; every problem
+    is one :class:`ConfigError` naming the file (and line)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}: {raw[e.start]:#04x})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (NUL byte at offset {text.index(chr(0))})")
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML: {e}") from None
 
 
 def _allowed_keys(cls) -> list[str]:
@@ -117,10 +152,9 @@ def load_tree(cls, choices: dict, path: str | Path | None = None, overrides=()) 
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: malformed YAML: {e}") from None
+        if p.is_dir():
+            raise ConfigError(f"config file {str(p)!r} is a folder")
+        data = read_yaml(p) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping of sections, got {type(data).__name__}")
     for item in overrides:
@@ -156,9 +190,26 @@ def _validate(cfg: TrainConfig) -> None:
             "train.minibatches": cfg.train.minibatches,
             "train.micro_batch": cfg.train.micro_batch,
             "eval.batch_size": cfg.eval.batch_size,
+            "train.nonfinite_patience": cfg.train.nonfinite_patience,
         },
         1,
     )
+    require_at_least(
+        {
+            "train.steps": cfg.train.steps,
+            "train.weight_decay": cfg.train.weight_decay,
+            "train.warmup_steps": cfg.train.warmup_steps,
+            "train.grad_clip": cfg.train.grad_clip,
+            "train.save_every": cfg.train.save_every,
+            "train.keep_checkpoints": cfg.train.keep_checkpoints,
+            "eval.every": cfg.eval.every,
+            "algo.kl_coef": cfg.algo.kl_coef,
+        },
+        0,
+    )
+    for key, v in {"train.lr": cfg.train.lr, "sft.lr": cfg.sft.lr}.items():
+        if not (v > 0 and math.isfinite(v)):
+            raise ConfigError(f"{key}: must be a finite number > 0, got {v}")
     if cfg.rollout.temperature <= 0:
         raise ConfigError(f"rollout.temperature: must be > 0, got {cfg.rollout.temperature}")
     if not 0 < cfg.rollout.top_p <= 1:

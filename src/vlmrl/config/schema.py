@@ -40,6 +40,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.schedule": SCHEDULES,
     "reward.trl_completions": TRL_COMPLETIONS,
     "vision.train": VISION_MODES,
+    "data.image_bounds": ("reject", "resize"),
 }
 
 
@@ -96,6 +97,10 @@ class DataConfig:
     image_dir: str | None = None
     """Folder that relative image paths resolve against (EasyR1's ``data.image_dir``); None: the
     data file's folder. Paths may not leave it."""
+    image_bounds: str = "reject"
+    """Images out of bounds: an aspect ratio above 200 (Qwen2-VL's processor refuses them) or a side
+    under 4 px (a broken or placeholder file, as a rule). reject: the loader stops with one line
+    naming the row; resize: pad the short side up to ratio 200, enlarge tiny images to 4 px a side."""
     train_size: int | None = None
     """Cap on distinct training samples (None: a fresh procedural sample every time)."""
     eval_size: int = 100
@@ -289,6 +294,9 @@ class LoopConfig:
     """Checkpoint every N steps (and at the end)."""
     keep_checkpoints: int = 2
     """How many step checkpoints to keep."""
+    nonfinite_patience: int = 3
+    """Steps in a row whose update may be skipped for NaN / inf (rewards, advantages, loss or
+    gradient norm) before the run stops with one line (``vlmrl.run.finite``); 1: stop at the first."""
 
 
 @dataclass

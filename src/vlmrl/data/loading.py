@@ -19,6 +19,13 @@ field. Two normalisations happen on purpose: images become RGB, and a problem wi
 ``<image>`` placeholder but exactly one image gets one prepended (some geometry3k-style prompts
 omit it; the image then comes before the text, as geometry3k's own prompts put it). Any other
 mismatch between placeholders and images is an error, since guessing would misplace images.
+
+Images out of bounds are caught here, naming the row, rather than deep in the processor at the
+first training step: an aspect ratio above :data:`MAX_ASPECT_RATIO` (Qwen2-VL's processor raises
+"absolute aspect ratio must be smaller than 200") or a side under :data:`MIN_IMAGE_SIDE` px.
+``image_bounds="reject"`` (the default) stops with one line; ``"resize"`` pads the short side
+(black, centred) up to the ratio bound and enlarges tiny images. Text that is not UTF-8 and NUL
+bytes in image paths are row errors too.
 """
 
 from __future__ import annotations
@@ -32,10 +39,15 @@ from typing import Any
 
 from PIL import Image
 
+from vlmrl.config.schema import CHOICES
 from vlmrl.data.sample import ANSWER_TYPES, IMAGE_PLACEHOLDER, Sample
 from vlmrl.errors import UserError
 
 SUFFIXES = (".parquet", ".jsonl")
+#: Qwen2-VL's ``smart_resize`` refuses images whose long side exceeds 200 × the short one.
+MAX_ASPECT_RATIO = 200
+#: Below this many pixels a side an image holds nothing a 14-px patch can see (a broken file, as a rule).
+MIN_IMAGE_SIDE = 4
 
 
 class DatasetError(UserError):
@@ -44,9 +56,12 @@ class DatasetError(UserError):
 
 @dataclass(frozen=True)
 class _Keys:
+    """How rows are read: the column names, and what to do with out-of-bounds images."""
+
     image: str | None
     problem: str
     answer: str
+    image_bounds: str = "reject"
 
 
 @dataclass(frozen=True)
@@ -64,13 +79,19 @@ def load_dataset(
     problem_key: str = "problem",
     answer_key: str = "answer",
     image_dir: str | Path | None = None,
+    image_bounds: str = "reject",
 ) -> list[Sample]:
     """Read a parquet/jsonl file, a folder of them, an HF ``save_to_disk`` folder or a hub id.
 
-    ``image_key=None`` reads a text-only dataset. See the module docstring for the rules.
+    ``image_key=None`` reads a text-only dataset; ``image_bounds``: ``reject`` | ``resize``
+    (``data.image_bounds``). See the module docstring for the rules.
     """
+    if image_bounds not in CHOICES["data.image_bounds"]:
+        raise DatasetError(
+            f"data.image_bounds: {image_bounds!r}; allowed: {list(CHOICES['data.image_bounds'])}"
+        )
     path_or_id, split = split_spec(str(path_or_id), split)
-    keys = _Keys(image_key, problem_key, answer_key)
+    keys = _Keys(image_key, problem_key, answer_key, image_bounds)
     root = None
     if image_dir is not None:
         root = Path(image_dir).expanduser().resolve()
@@ -135,8 +156,14 @@ def _parquet_rows(path: Path, keys: _Keys) -> Iterator[tuple[int, dict]]:
 
 def _jsonl_rows(path: Path, keys: _Keys) -> Iterator[tuple[int, dict]]:
     i = 0
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DatasetError(
+                    f"{path}: row {i} (line {line_no}): not UTF-8 text (byte {e.start}: {raw[e.start]:#04x})"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -226,6 +253,7 @@ def _row_to_sample(i: int, row: dict, src: _Source, split: str, keys: _Keys, ste
         return f"{src.name}: row {i}, field {field!r}"
 
     images = [] if keys.image is None else _images(row.get(keys.image), src, where(keys.image))
+    images = [fit_image(im, keys.image_bounds, f"{where(keys.image)}[{j}]") for j, im in enumerate(images)]
     problem = row.get(keys.problem)
     if not isinstance(problem, str):
         raise DatasetError(f"{where(keys.problem)}: expected a string, got {type(problem).__name__}")
@@ -297,6 +325,8 @@ def _image(item: Any, src: _Source, where: str) -> Image.Image:
 def _resolve(path: Path, src: _Source, where: str) -> Path:
     """Image paths resolve inside the dataset's folder (or ``image_dir``); escaping it (``../``,
     absolute) is an error, so a dataset file cannot make us read arbitrary files on the machine."""
+    if "\x00" in str(path):
+        raise DatasetError(f"{where}: image path {str(path)!r} holds a NUL byte")
     if src.root is None:
         full = path
     else:
@@ -315,3 +345,33 @@ def _decode(fp: io.BytesIO | Path, where: str) -> Image.Image:
             return im.convert("RGB")
     except Exception as e:
         raise DatasetError(f"{where}: cannot decode image: {e}") from e
+
+
+def fit_image(im: Image.Image, bounds: str, where: str) -> Image.Image:
+    """``im`` if within :data:`MAX_ASPECT_RATIO` and :data:`MIN_IMAGE_SIDE`; else, with
+    ``bounds="resize"``, enlarged (nearest) to the minimum side and padded (black, centred) on the
+    short side to the ratio bound; with ``"reject"``, a :class:`DatasetError` naming ``where``.
+
+    >>> fit_image(Image.new("RGB", (8000, 8)), "resize", "row 0").size
+    (8000, 40)
+    """
+    w, h = im.size
+    ratio = max(w, h) / max(min(w, h), 1)
+    if min(w, h) >= MIN_IMAGE_SIDE and ratio <= MAX_ASPECT_RATIO:
+        return im
+    if bounds != "resize":
+        raise DatasetError(
+            f"{where}: image {w}×{h} is out of bounds (aspect ratio ≤ {MAX_ASPECT_RATIO}, sides ≥ "
+            f"{MIN_IMAGE_SIDE} px); fix or drop the row, or set data.image_bounds=resize"
+        )
+    if min(w, h) < MIN_IMAGE_SIDE:
+        scale = MIN_IMAGE_SIDE / max(min(w, h), 1)
+        w, h = max(MIN_IMAGE_SIDE, round(w * scale)), max(MIN_IMAGE_SIDE, round(h * scale))
+        im = im.resize((w, h), Image.Resampling.NEAREST)
+    short = -(-max(w, h) // MAX_ASPECT_RATIO)  # ceil: the least short side the bound allows
+    if min(w, h) < short:
+        size = (w, short) if w >= h else (short, h)
+        canvas = Image.new("RGB", size)
+        canvas.paste(im, ((size[0] - w) // 2, (size[1] - h) // 2))
+        im = canvas
+    return im

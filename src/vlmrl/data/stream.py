@@ -64,7 +64,9 @@ def load_data(cfg: DataConfig, path: str, split: str) -> list[Sample]:
     """``path`` (``NAME@SPLIT`` overrides ``split``) read with the config's column names and image root."""
     from vlmrl.data import load_dataset
 
-    return load_dataset(path, split, cfg.image_key, cfg.prompt_key, cfg.answer_key, cfg.image_dir)
+    return load_dataset(
+        path, split, cfg.image_key, cfg.prompt_key, cfg.answer_key, cfg.image_dir, cfg.image_bounds
+    )
 
 
 def eval_samples(cfg: DataConfig) -> list[Sample]:

@@ -46,9 +46,10 @@ from vlmrl.gen.prompts import ALL_PROMPTS, GenPrompt, parse_prompt, prompt_ids, 
 from vlmrl.gen.rewards import score_batch
 from vlmrl.gen.sde import timesteps
 from vlmrl.gen.watch import ReferenceSet, image_stats
-from vlmrl.run.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, write_checkpoint
+from vlmrl.run.checkpoint import load_checkpoint, prune_checkpoints, write_checkpoint
 from vlmrl.run.metrics import MetricsLogger
 from vlmrl.run.optim import build_optimizer, lr_factor, set_lr
+from vlmrl.run.verify import usable_checkpoint
 
 
 def resolve_prompts(spec: str) -> list[GenPrompt]:
@@ -91,7 +92,7 @@ class GenGRPOTrainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
         self.logger = MetricsLogger(self.run_dir, tensorboard=False)
-        ckpt = latest_checkpoint(self.run_dir) if resume else None
+        ckpt = usable_checkpoint(self.run_dir) if resume else None  # the newest that verifies
         if ckpt is not None:
             self.policy.load_trained(ckpt / "model")
             state = load_checkpoint(ckpt, self.optimizer)

@@ -12,11 +12,16 @@ Layout of ``checkpoints/step_N/``:
 - ``rng.safetensors``: torch CPU (and CUDA) generator states (multi-process: also
   ``rank{r}.torch_cpu`` for every other rank); ``state.json``: step, global data position.
 A checkpoint is written to ``step_N.tmp`` and renamed, so a kill mid-write never leaves a
-half checkpoint that ``--resume`` would pick.
+half checkpoint that ``--resume`` would pick. Before the rename every tensor file is read back and
+must be finite, and ``state.json`` records each file's size and SHA-256 (``run/verify.py``): a
+resume verifies them and falls back past a checkpoint that fails. A write that fails (full disk,
+read-only) removes its ``.tmp`` and raises one :class:`StorageError` naming the file; the previous
+checkpoints are untouched.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from collections.abc import Callable
@@ -26,8 +31,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlmrl.errors import MissingFileError, UserError
+from vlmrl.errors import MissingFileError, StorageError, UserError
 from vlmrl.models.lora import has_lora, merged_state_dict
+from vlmrl.run.verify import read_state, record_files, step_dirs
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -90,10 +96,38 @@ def write_checkpoint(
     extra_rng: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """The layout above for any model: ``save_model(tmp_dir)`` writes the weights, this the rest.
-    Written to ``step_N.tmp`` and renamed (a kill mid-write leaves no half checkpoint)."""
+    Written to ``step_N.tmp``, verified finite, checksummed into ``state.json`` and renamed (a kill
+    mid-write leaves no half checkpoint; a NaN never reaches a checkpoint). Any failure removes
+    the ``.tmp``; an ``OSError`` becomes a :class:`StorageError` naming the file."""
     final = Path(directory)
     tmp = final.with_name(final.name + ".tmp")
+    try:
+        _write(tmp, save_model, optimizer, state, extra_rng)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, StorageError):
+            raise
+        raise StorageError.from_os(e, f"checkpoint {final.name} not written", tmp) from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _write(
+    tmp: Path,
+    save_model: Callable[[Path], None],
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    extra_rng: dict[str, torch.Tensor] | None,
+) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
+    if tmp.parent.exists() and not tmp.parent.is_dir():
+        raise StorageError.from_os(
+            OSError(errno.ENOTDIR, "is a file, not a folder"), "checkpoints", tmp.parent
+        )
     tmp.mkdir(parents=True)
     save_model(tmp)
     tensors, meta = _optimizer_tensors(optimizer)
@@ -104,19 +138,29 @@ def write_checkpoint(
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"torch_cuda_{i}"] = s
     save_file(rng | (extra_rng or {}), tmp / "rng.safetensors")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
+    files = record_files(tmp)  # raises NonFiniteError (and the .tmp goes) if any tensor is NaN / inf
+    (tmp / "state.json").write_text(json.dumps(state | {"finite": True, "files": files}, indent=2))
 
 
 def load_checkpoint(directory: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore optimizer and RNG in place (weights are loaded by ``load_policy(dir/'model')``)."""
+    """Restore optimizer and RNG in place (weights are loaded by ``load_policy(dir/'model')``);
+    returns ``state.json``. Every problem is a :class:`UserError` naming the file."""
     directory = Path(directory)
+    state = read_state(directory)
     tensors = read_weights(directory / "optimizer.safetensors")
-    meta = json.loads((directory / "optimizer.json").read_text())
+    meta_path = directory / "optimizer.json"
+    try:
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+        groups = meta["groups"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{meta_path}: not a readable optimizer.json ({type(e).__name__}: {e})") from None
+    if len(groups) != len(optimizer.param_groups):
+        raise UserError(
+            f"{meta_path}: {len(groups)} parameter groups, this run's optimizer has "
+            f"{len(optimizer.param_groups)}; resume with the config the run was started with"
+        )
     idx = 0
-    for g, saved in zip(optimizer.param_groups, meta["groups"], strict=True):
+    for g, saved in zip(optimizer.param_groups, groups, strict=True):
         g.update(saved)
         for p in g["params"]:
             st = {
@@ -136,7 +180,7 @@ def load_checkpoint(directory: Path, optimizer: torch.optim.Optimizer) -> dict[s
         states = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
         if states:
             torch.cuda.set_rng_state_all(states)
-    return json.loads((directory / "state.json").read_text())
+    return state
 
 
 def load_trainable(directory: Path, model: torch.nn.Module) -> None:
@@ -157,15 +201,12 @@ def load_trainable(directory: Path, model: torch.nn.Module) -> None:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted(
-        (Path(run_dir) / "checkpoints").glob("step_*[0-9]"), key=lambda p: int(p.name.split("_")[1])
-    )
+    """The newest ``step_N`` by number, unverified (a resume uses :func:`usable_checkpoint`)."""
+    ckpts = step_dirs(run_dir)
     return ckpts[-1] if ckpts else None
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    ckpts = sorted(
-        (Path(run_dir) / "checkpoints").glob("step_*[0-9]"), key=lambda p: int(p.name.split("_")[1])
-    )
+    ckpts = step_dirs(run_dir)
     for old in ckpts[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)

@@ -1,11 +1,23 @@
-"""Run-directory logging: metrics.jsonl (always), tensorboard (optional), wandb (optional)."""
+"""Run-directory logging: metrics.jsonl (always), tensorboard (optional), wandb (optional).
+
+A kill can tear the last line of ``metrics.jsonl`` (a row is appended with one write, but a
+write is not atomic): readers skip a line that does not parse, and a resume rewrites the file
+without it, with a warning that names the file and line. A write that fails (full disk,
+read-only) is one :class:`StorageError` naming the file.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
+
+from vlmrl.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 
 class MetricsLogger:
@@ -33,18 +45,26 @@ class MetricsLogger:
             self._wandb = wb.init(project="vlmrl", dir=str(self.run_dir), config=config or {})
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop lines logged after the checkpoint's step (they will be redone)."""
+        """On resume: drop lines logged after the checkpoint's step (they will be redone) and
+        lines that do not parse (a kill's torn last line), warning about each. Rewritten through a
+        temporary file and a rename, so a kill during the rewrite loses nothing."""
         if not self.path.exists():
             return
-        keep = [
-            ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step
-        ]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+        rows = _parse_lines(self.path, warn=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= step))
+            os.replace(tmp, self.path)
+        except OSError as e:
+            raise StorageError.from_os(e, "rewriting metrics", self.path) from e
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            raise StorageError.from_os(e, f"logging step {step}", self.path) from e
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
@@ -66,8 +86,26 @@ def _clean(v: Any) -> Any:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Every row of ``run_dir/metrics.jsonl`` that parses (a torn line is skipped)."""
     p = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln] if p.exists() else []
+    return _parse_lines(p) if p.exists() else []
+
+
+def _parse_lines(path: Path, warn: bool = False) -> list[dict[str, Any]]:
+    """The JSON-object lines of ``path``; with ``warn``, one warning per line dropped."""
+    rows = []
+    for i, ln in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not ln.strip():
+            continue
+        try:
+            row = json.loads(ln)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError: a torn or corrupt line
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif warn:
+            log.warning("%s: line %d is not a JSON row (torn by a kill?); dropped: %r", path, i, ln[:60])
+    return rows
 
 
 class NullLogger:

@@ -52,9 +52,9 @@ import torch
 
 from vlmrl.algos import kl_penalty
 from vlmrl.config import ConfigError, TrainConfig, config_to_dict, save_config
+from vlmrl.config.checks import check_run_dir
 from vlmrl.data import Sample, build_messages
 from vlmrl.data.stream import PromptStream, eval_samples
-from vlmrl.errors import MissingFileError
 from vlmrl.eval.accuracy import evaluate
 from vlmrl.eval.diagnostics import training_diagnostics
 from vlmrl.eval.drift import build_drift_monitor
@@ -72,7 +72,6 @@ from vlmrl.rollout.rollout_log import write_rollouts
 from vlmrl.rollout.rollouts import Rollouts
 from vlmrl.rollout.vllm_engine import build_engine
 from vlmrl.run.checkpoint import (
-    latest_checkpoint,
     load_checkpoint,
     load_trainable,
     prune_checkpoints,
@@ -88,9 +87,11 @@ from vlmrl.run.dist import (
     reduce_metrics,
     seed_rank_rng,
 )
+from vlmrl.run.finite import FiniteGuard
 from vlmrl.run.metrics import MetricsLogger, NullLogger
 from vlmrl.run.optim import build_optimizer, lr_factor, set_lr
 from vlmrl.run.seeding import seed_everything
+from vlmrl.run.verify import resume_checkpoint
 from vlmrl.train.memory import apply_memory_options, needs_reference_copy, reference_logprobs_of
 from vlmrl.train.update import UpdateSpec, policy_update
 from vlmrl.vision.anchor import build_anchor
@@ -109,8 +110,7 @@ class GRPOTrainer:
 
     def __init__(self, cfg: TrainConfig, resume: bool = False):
         self.cfg = cfg
-        self.run_dir = Path(cfg.log.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = check_run_dir(cfg.log.run_dir, cfg.model.path)  # a file, read-only, full disk
         self.dist, device = init_distributed(cfg.model.device)  # torchrun / accelerate: one rank each
         if cfg.train.batch_prompts % self.dist.world:
             raise ConfigError(
@@ -118,9 +118,7 @@ class GRPOTrainer:
                 f"{self.dist.world} processes; use a multiple of {self.dist.world}"
             )
         seed_everything(cfg.train.seed)
-        ckpt = latest_checkpoint(self.run_dir) if resume else None
-        if resume and ckpt is None:
-            raise MissingFileError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
+        ckpt = resume_checkpoint(self.run_dir) if resume else None  # the newest that verifies (run/verify.py)
         m = cfg.model
         # a LoRA checkpoint's model/ is merged: resume from the base plus its unmerged trainable.safetensors
         lora_ckpt = ckpt is not None and (ckpt / "trainable.safetensors").exists()
@@ -157,6 +155,7 @@ class GRPOTrainer:
         self.spec = UpdateSpec(cfg.algo, cfg.train, cfg.rollout.temperature, norm_tokens)
         self.step = 0
         self.report_path: Path | None = None
+        self.guard = FiniteGuard(self.policy.model, self.run_dir, cfg.train.nonfinite_patience)
         position = 0
         if ckpt is not None:
             state = load_checkpoint(ckpt, self.optimizer)
@@ -256,7 +255,8 @@ class GRPOTrainer:
     def train_step(self) -> dict[str, Any]:
         cfg = self.cfg
         t0 = time.perf_counter()
-        ro = self._collect()
+        with self.guard.sampling(self.step):  # NaN / inf probabilities: one line, not a traceback
+            ro = self._collect()
         batch, rewards, metrics = ro.batch, ro.rewards, ro.metrics
         metrics |= self.engine.pop_metrics()  # vLLM: its log-probs vs the policy's (vllm_engine.py)
         t_gen = time.perf_counter() - t0
@@ -287,10 +287,10 @@ class GRPOTrainer:
             self.optimizer, lr_factor(self.step, cfg.train.steps, cfg.train.warmup_steps, cfg.train.schedule)
         )
         t1 = time.perf_counter()
-        metrics |= policy_update(
+        metrics |= self.guard.update(self.step, rewards, adv_tok, lambda: policy_update(  # skipped on NaN
             self.policy.model, self.optimizer, batch, adv_tok, self.spec, ref_logp, anchor=self.anchor,
             step=self.step,
-        )  # fmt: skip
+        ))  # fmt: skip
         self.engine.mark_stale()  # a vLLM engine re-syncs its weights before the next generation
         self.step += 1
         lengths = batch.completion_lengths.float()
@@ -384,7 +384,8 @@ class GRPOTrainer:
             history.append({"step": self.step, **metrics})
             if on_step is not None:
                 on_step(self.step, metrics)
-            if (cfg.train.save_every and self.step % cfg.train.save_every == 0) or last:
+            due = (cfg.train.save_every and self.step % cfg.train.save_every == 0) or last
+            if due and self.guard.healthy:  # never the state of a step whose update was skipped
                 self.save()
         self.logger.close()
         if not self.dist.is_main:

@@ -85,6 +85,8 @@ def policy_update(
     the whole rollout batch's images (see :mod:`vlmrl.vision.anchor`); logged as ``vision/anchor_loss``.
     ``algo.papo_coef > 0`` adds PAPO's perception term per micro-batch, with masks drawn from
     ``(train.seed, step)`` (see :mod:`vlmrl.vision.papo`); logged as ``actor/papo_*``.
+    An optimizer step whose gradient norm (after the all-reduce: the same on every rank) is NaN or
+    inf is skipped, its gradients dropped, and counted in ``guard/skipped_updates``.
     """
     loop, algo = spec.loop, spec.algo
     masked = None
@@ -95,7 +97,7 @@ def policy_update(
     params = [p for p in model.parameters() if p.requires_grad]
     dev = params[0].device if params else torch.device("cpu")  # the loss is computed where the model is
     sums: dict[str, float] = {}
-    n_opt = 0
+    n_opt = n_skip = 0
     model.train()
     for _ in range(loop.epochs):
         # this rank's rows of each minibatch (one process: randperm / arange chunks; see run/dist.py)
@@ -159,8 +161,13 @@ def policy_update(
                 gnorm = torch.linalg.vector_norm(
                     torch.stack([p.grad.norm() for p in params if p.grad is not None])
                 )
+            if not torch.isfinite(gnorm):  # a NaN / inf loss or gradient: skip this step (run/finite.py)
+                optimizer.zero_grad(set_to_none=True)
+                n_skip += 1
+                continue
             sums["actor/grad_norm"] = sums.get("actor/grad_norm", 0.0) + float(gnorm)
             optimizer.step()
             n_opt += 1
     optimizer.zero_grad(set_to_none=True)
-    return {k: v / max(n_opt, 1) for k, v in sums.items()} | {"actor/optimizer_steps": n_opt}
+    means = {k: v / max(n_opt, 1) for k, v in sums.items()}
+    return means | {"actor/optimizer_steps": n_opt, "guard/skipped_updates": n_skip}
