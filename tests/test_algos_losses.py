@@ -188,7 +188,15 @@ def test_gspo_at_ratio_one_has_ppo_gradient_with_seq_mean_token_mean() -> None:
     assert_close(logp_p.grad, expected)
 
 
-@pytest.mark.parametrize(("name", "agg"), [("ppo_clip", "token_mean"), ("gspo", "seq_mean_token_mean")])
+@pytest.mark.parametrize(
+    ("name", "agg"),
+    [
+        ("ppo_clip", "token_mean"),
+        ("gspo", "seq_mean_token_mean"),
+        ("sapo", "seq_mean_token_mean"),
+        ("cispo", "token_mean"),
+    ],
+)
 def test_micro_batch_invariance(name: str, agg: str) -> None:
     # 1 x 4 rows vs micro-batches of 1 and 3 rows with global normalisers: summed losses and
     # gradients equal the full batch. Ratios near 1 so some tokens clip and some do not.

@@ -20,7 +20,8 @@ def test_defaults_and_dotted_overrides():
         ("algo.foo=1", r"unknown key 'algo\.foo'; allowed under algo: \[.*'clip_high'"),
         (
             "algo.loss=ppo",
-            r"algo\.loss: 'ppo' is not allowed; choose one of \['ppo_clip', 'dual_clip', 'gspo'\]",
+            r"algo\.loss: 'ppo' is not allowed; choose one of "
+            r"\['ppo_clip', 'dual_clip', 'gspo', 'sapo', 'cispo'\]",
         ),
         ("train.steps=abc", r"train\.steps: expected int, got str 'abc'"),
         ("train.steps=1.5", r"train\.steps: expected int"),

@@ -151,6 +151,8 @@ def test_resume_after_sigkill_continues_exactly(tiny_dir, tmp_path, plugin):
         ["train.epochs=2", "train.minibatches=2", "algo.clip_high=0.28", "algo.entropy_coef=0.01"],
         ["vision.train=projector_only", "vision.lr_scale=0.1"],
         ["vision.train=lora"],
+        ["algo.loss=sapo", "train.epochs=2"],
+        ["algo.loss=cispo", "algo.loss_agg=token_mean", "train.epochs=2"],
     ],
     ids=[
         "kl-loss",
@@ -162,6 +164,8 @@ def test_resume_after_sigkill_continues_exactly(tiny_dir, tmp_path, plugin):
         "ppo-epochs",
         "projector",
         "lora",
+        "sapo",
+        "cispo",
     ],
 )
 def test_variants_run_one_step(tiny_dir, tmp_path, plugin, extra):
@@ -181,6 +185,12 @@ def test_variants_run_one_step(tiny_dir, tmp_path, plugin, extra):
         assert 1 <= metrics["rollout/generation_rounds"] <= cfg.algo.dynamic_sampling_max_rounds
     if cfg.train.epochs * cfg.train.minibatches > 1:
         assert metrics["actor/optimizer_steps"] == cfg.train.epochs * cfg.train.minibatches
+    if cfg.algo.loss == "sapo":  # the soft gate: 1 on-policy, < 1 once the second epoch is off-policy
+        assert (cfg.algo.clip_low, cfg.algo.clip_high) == (1.05, 1.0)  # tau_neg / tau_pos of the paper
+        assert 0 < metrics["actor/gate_mean"] <= 1
+    if cfg.algo.loss == "cispo":  # the IS weight's clip: no lower bound by default
+        assert (cfg.algo.clip_low, cfg.algo.clip_high) == (1.0, 0.28)
+        assert metrics["actor/clipfrac_low"] == 0.0
     if cfg.vision.train in ("projector_only", "lora"):
         trainable_vision = [
             n

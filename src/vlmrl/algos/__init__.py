@@ -21,6 +21,7 @@ from vlmrl.algos.advantages import (
 )
 from vlmrl.algos.aggregate import AGGREGATORS, LossAgg, agg_loss, global_counts, masked_mean
 from vlmrl.algos.entropy import entropy_from_logits, entropy_from_logits_chunked
+from vlmrl.algos.gated_losses import cispo_loss, sapo_loss
 from vlmrl.algos.kl import KL_ESTIMATORS, KLEstimator, kl_in_reward, kl_k1, kl_k2, kl_k3, kl_penalty
 from vlmrl.algos.logprobs import token_logprobs
 from vlmrl.algos.losses import (
@@ -48,6 +49,7 @@ __all__ = [
     "PolicyLoss",
     "agg_loss",
     "broadcast_advantages",
+    "cispo_loss",
     "compute_advantages",
     "compute_policy_loss",
     "drgrpo_advantages",
@@ -71,6 +73,7 @@ __all__ = [
     "reinforce_pp_advantages",
     "reinforce_pp_baseline_advantages",
     "rloo_advantages",
+    "sapo_loss",
     "segment_advantages",
     "token_logprobs",
 ]

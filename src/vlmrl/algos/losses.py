@@ -18,6 +18,8 @@ log-probs are off by ~1e-2, more than GSPO's whole clip range.
 ``ratio > 1 + clip_high``), ``clipfrac_dual`` (``A < 0`` and ``ratio > c``, dual-clip only),
 ``approx_kl`` (token-level k3 estimate of KL(old || new): ``r - 1 - log r``), ``ratio_mean``,
 ``ratio_max`` (for ``gspo`` the ratio and clip fractions use the sequence ratio ``s_i``).
+``sapo`` and ``cispo`` (no hard clip on the objective) live in :mod:`vlmrl.algos.gated_losses`,
+with their own clip metrics (``gate_mean``; the weight's clip fractions).
 """
 
 from __future__ import annotations
@@ -30,11 +32,10 @@ from enum import StrEnum
 import torch
 from torch import Tensor
 
+from vlmrl.algos._ratio import LOG_RATIO_CLAMP, clamped_log_ratio, ratio_metrics
 from vlmrl.algos._registry import resolve
 from vlmrl.algos.aggregate import Count, LossAgg, agg_loss, masked_mean
-
-LOG_RATIO_CLAMP = 20.0
-"""``|log pi/pi_old|`` is clamped to this before ``exp`` (veRL does the same)."""
+from vlmrl.algos.gated_losses import cispo_loss, sapo_loss
 
 
 class PolicyLoss(StrEnum):
@@ -43,6 +44,8 @@ class PolicyLoss(StrEnum):
     PPO_CLIP = "ppo_clip"
     DUAL_CLIP = "dual_clip"
     GSPO = "gspo"
+    SAPO = "sapo"
+    CISPO = "cispo"
 
 
 LossOut = tuple[Tensor, dict[str, float]]
@@ -79,13 +82,10 @@ def _metrics(
     values = {
         "clipfrac_low": masked_mean(((adv < 0) & (ratio < 1.0 - clip_low)).float(), valid),
         "clipfrac_high": masked_mean(((adv > 0) & (ratio > 1.0 + clip_high)).float(), valid),
-        "approx_kl": masked_mean(tok_log_ratio.exp() - 1.0 - tok_log_ratio, valid),
-        "ratio_mean": masked_mean(ratio, valid),
-        "ratio_max": torch.where(valid, ratio, torch.zeros_like(ratio)).max(),
     }
     if dual_clip_c is not None:
         values["clipfrac_dual"] = masked_mean(((adv < 0) & (ratio > dual_clip_c)).float(), valid)
-    return dict(zip(values, torch.stack(list(values.values())).float().tolist(), strict=True))
+    return ratio_metrics(ratio, tok_log_ratio, mask, values)
 
 
 def _check_clip(clip_low: float, clip_high: float) -> None:
@@ -104,7 +104,7 @@ def _clipped_loss(
     agg_kw: dict,
 ) -> LossOut:
     _check_clip(clip_low, clip_high)
-    log_ratio = (logp.float() - old_logp.detach().float()).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # [N, L]
+    log_ratio = clamped_log_ratio(logp, old_logp)  # [N, L]
     ratio = log_ratio.exp()  # [N, L]
     loss_mat = _surrogate(ratio, adv.detach(), clip_low, clip_high, dual_clip_c)  # [N, L]
     loss = agg_loss(loss_mat, mask, **agg_kw)  # []
@@ -210,6 +210,8 @@ POLICY_LOSSES: dict[PolicyLoss, PolicyLossFn] = {
     PolicyLoss.PPO_CLIP: ppo_clip_loss,
     PolicyLoss.DUAL_CLIP: dual_clip_loss,
     PolicyLoss.GSPO: gspo_loss,
+    PolicyLoss.SAPO: sapo_loss,
+    PolicyLoss.CISPO: cispo_loss,
 }
 
 
@@ -227,6 +229,8 @@ class ClipRange:
     low_max: float = 1.0
     high_max: float = math.inf
     dual_clip_c: float | None = None
+    positive: bool = False
+    """Both values must be > 0 (SAPO's gate temperatures: a zero one divides by zero)."""
 
     def problems(self, clip_low: float, clip_high: float, dual_clip_c: float | None) -> list[str]:
         """What is wrong with these values for this loss (empty: nothing), one phrase each."""
@@ -235,6 +239,8 @@ class ClipRange:
             out.append(f"clip_low must be in [0, {self.low_max:g}), got {clip_low:g}")
         if not 0.0 <= clip_high <= self.high_max:
             out.append(f"clip_high must be in [0, {self.high_max:g}], got {clip_high:g}")
+        if self.positive and not (clip_low > 0 and clip_high > 0):
+            out.append(f"clip_low and clip_high must be > 0, got {clip_low:g} and {clip_high:g}")
         if dual_clip_c is not None and self.dual_clip_c is None:
             out.append("dual_clip_c applies to the dual_clip loss only")
         if dual_clip_c is not None and self.dual_clip_c is not None and dual_clip_c <= 1.0:
@@ -249,6 +255,10 @@ CLIP_RANGES: dict[PolicyLoss, ClipRange] = {
     PolicyLoss.PPO_CLIP: ClipRange(0.2, 0.2),
     PolicyLoss.DUAL_CLIP: ClipRange(0.2, 0.2, dual_clip_c=3.0),
     PolicyLoss.GSPO: ClipRange(3e-4, 4e-4, low_max=0.01, high_max=0.01),
+    # SAPO has no hard clip: its slots carry the gate temperatures tau_neg / tau_pos (paper: 1.05 / 1.0).
+    PolicyLoss.SAPO: ClipRange(1.05, 1.0, low_max=math.inf, positive=True),
+    # CISPO clips the IS weight; clip_low >= 1 is the paper's "no lower bound".
+    PolicyLoss.CISPO: ClipRange(1.0, 0.28, low_max=math.inf),
 }
 
 

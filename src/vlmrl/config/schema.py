@@ -165,15 +165,17 @@ class AlgoConfig:
     advantage: str = "grpo"
     """Advantage estimator: a ``vlmrl.algos.AdvantageEstimator`` (grpo, drgrpo, rloo, reinforce_pp, …)."""
     loss: str = "ppo_clip"
-    """Policy loss: a ``vlmrl.algos.PolicyLoss`` (ppo_clip, dual_clip, gspo)."""
+    """Policy loss: a ``vlmrl.algos.PolicyLoss`` (ppo_clip, dual_clip, gspo, sapo, cispo)."""
     loss_agg: str = "seq_mean_token_mean"
     """How token losses become one number (see vlmrl.algos.aggregate)."""
     clip_low: float | None = None
     """Lower clip ε: ratio ≥ 1 − clip_low. None: the loss's own default (``vlmrl.algos.CLIP_RANGES``:
-    0.2 for ppo_clip / dual_clip, 3e-4 for gspo); checked against the loss's valid range at load."""
+    0.2 for ppo_clip / dual_clip, 3e-4 for gspo, 1 for cispo: no lower bound on its IS weight); checked
+    against the loss's valid range at load. For ``sapo`` it is the soft gate's temperature τ_neg
+    (default 1.05), > 0."""
     clip_high: float | None = None
     """Upper clip ε: ratio ≤ 1 + clip_high (DAPO clip-higher: 0.28). None: the loss's own default
-    (0.2; gspo 4e-4)."""
+    (0.2; gspo 4e-4; cispo 0.28). For ``sapo`` it is the soft gate's temperature τ_pos (default 1.0)."""
     dual_clip_c: float | None = None
     """Dual-clip constant c > 1 capping the loss of negative advantages at c·|A| (``loss: dual_clip``
     only; None: 3). Setting it for another loss is an error."""
