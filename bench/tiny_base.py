@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import command_line
 
-from vlmrl.eval.base_card import card_table, evaluate_entries, write_card
+from vlmrl.eval.base_card import card_table, evaluate_entries, pretrain_command, write_card
 from vlmrl.models import load_policy
 from vlmrl.models.base_mix import HELD_OUT, PRETRAIN_MIX
 from vlmrl.models.loading import resolve_model_path
@@ -41,7 +41,6 @@ def main() -> None:
     state = json.loads((path / "pretrain_state.json").read_text())
     if args.write_card:
         write_card(path, state, rows, held)
-    spec = state["spec"]
     result = {
         **rows,
         "held_out": held,
@@ -49,10 +48,7 @@ def main() -> None:
         "bytes": sum(f.stat().st_size for f in path.glob("*.safetensors")),
         "pretrain_seconds": round(state["seconds"], 1),
         "pretrain_steps": state["step"],
-        "command": (
-            f"vlmrl pretrain-tiny --out {spec['out']} --steps {spec['steps']} --batch-size "
-            f"{spec['batch_size']} --lr {spec['lr']} --seed {spec['seed']} --threads {spec['threads']}"
-        ),
+        "command": pretrain_command(state),
         "eval_command": command_line("tiny_base.py", args),
         "eval_seconds": round(time.perf_counter() - t0, 1),
     }

@@ -36,6 +36,7 @@ def _cmd_pretrain_tiny(args) -> None:
         eval_every=args.eval_every,
         eval_size=args.eval_size,
         card_size=args.card_size,
+        stop_after=args.stop_after,
     )
     print(f"tiny base written to {out} (model card: {out / 'README.md'})")
 
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--batch-size", type=int, default=32)
     pt.add_argument("--lr", type=float, default=1e-3)
     pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--stop-after", type=int, default=None, help="stop early (the schedule spans --steps)")
     pt.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     pt.add_argument("--eval-every", type=int, default=1000)
     pt.add_argument("--eval-size", type=int, default=24, help="held-out samples per task at each eval")

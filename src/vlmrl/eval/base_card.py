@@ -62,6 +62,17 @@ def evaluate_entries(policy, entries, n: int, seed: int = 0) -> dict[str, dict[s
     return {e.name: evaluate_entry(policy, e, n, seed) for e in entries}
 
 
+def pretrain_command(state: dict[str, Any]) -> str:
+    """The ``vlmrl pretrain-tiny`` line that reproduces a checkpoint from its ``pretrain_state.json``
+    (``--stop-after`` when it was saved before the schedule's end)."""
+    spec = state["spec"]
+    cmd = (
+        f"vlmrl pretrain-tiny --out {spec['out']} --steps {spec['steps']} --batch-size {spec['batch_size']} "
+        f"--lr {spec['lr']} --seed {spec['seed']} --threads {spec['threads']}"
+    )
+    return cmd + (f" --stop-after {state['step']}" if state["step"] < spec["steps"] else "")
+
+
 def card_table(rows: dict[str, dict[str, Any]]) -> str:
     """A markdown table of card rows (extra metrics in the last column)."""
     lines = ["| task | acc (real image) | acc (blank image) | chance | other |", "|---|---|---|---|---|"]
@@ -86,10 +97,7 @@ def write_card(path, state: dict[str, Any], rows: dict, held: dict) -> None:
         for e in PRETRAIN_MIX
     )
     held_notes = "\n".join(f"- `{k}`: {v}" for k, v in HELD_OUT_NOTES.items())
-    command = (
-        f"vlmrl pretrain-tiny --out {spec['out']} --steps {spec['steps']} --batch-size {spec['batch_size']} "
-        f"--lr {spec['lr']} --seed {spec['seed']}"
-    )
+    command = pretrain_command(state)
     n = next(iter(rows.values()))["n"] if rows else 0
     text = f"""---
 library_name: transformers

@@ -49,6 +49,9 @@ class PretrainSpec:
     eval_size: int = 24
     threads: int = 0
     """torch intra-op threads; 0 keeps torch's default."""
+    stop_after: int | None = None
+    """Stop after this many steps (None: ``steps``); the schedule still spans ``steps``, so a run
+    stopped early for time is reproduced exactly by the same two numbers."""
 
 
 def tokenizer_corpus(seed: int, per_entry: int = 64) -> list[str]:
@@ -135,7 +138,8 @@ def pretrain(spec: PretrainSpec, on_log=print, evaluate_fn=None) -> Path:
     policy.model.train()
     t0 = time.perf_counter()
     ema = None
-    for step in range(spec.steps):
+    last = min(spec.steps, spec.stop_after or spec.steps)
+    for step in range(last):
         set_lr(opt, lr_at(step, spec) / spec.lr)
         loss = mixed_loss(policy, draw_batch(step, spec.steps, spec.batch_size, spec.seed))
         opt.zero_grad(set_to_none=True)
@@ -146,7 +150,7 @@ def pretrain(spec: PretrainSpec, on_log=print, evaluate_fn=None) -> Path:
         done = step + 1
         if done % 50 == 0:
             on_log(f"step {done}: loss {ema:.4f} lr {lr_at(step, spec):.2e} {time.perf_counter() - t0:.0f}s")
-        if done % spec.save_every == 0 or done == spec.steps:
+        if done % spec.save_every == 0 or done == last:
             state = {
                 "step": done,
                 "seconds": time.perf_counter() - t0,
@@ -154,7 +158,7 @@ def pretrain(spec: PretrainSpec, on_log=print, evaluate_fn=None) -> Path:
                 "params": n_params,
                 "loss_ema": ema,
             }
-            if evaluate_fn is not None and (done % spec.eval_every == 0 or done == spec.steps):
+            if evaluate_fn is not None and (done % spec.eval_every == 0 or done == last):
                 policy.model.eval()
                 state["eval"] = evaluate_fn(policy)
                 policy.model.train()
@@ -173,6 +177,7 @@ def pretrain_and_card(
     eval_every: int = 1000,
     eval_size: int = 24,
     card_size: int = 200,
+    stop_after: int | None = None,
 ) -> Path:
     """``vlmrl pretrain-tiny``: pretrain, then evaluate every task (mix and held-out) and write the card."""
     from vlmrl.eval.base_card import evaluate_entries, write_card
@@ -188,6 +193,7 @@ def pretrain_and_card(
         save_every=min(500, eval_every),
         eval_every=eval_every,
         eval_size=eval_size,
+        stop_after=stop_after,
     )
 
     def quick_eval(policy: Policy) -> dict:
