@@ -243,3 +243,22 @@ def test_dispatch_and_errors() -> None:
         dual_clip_loss(*args, dual_clip_c=1.0)
     with pytest.raises(ValueError, match="clip_low"):
         ppo_clip_loss(*args, clip_low=1.0)
+
+
+def test_loss_spec_carries_the_run_constants() -> None:
+    # Ratios [4, 2, 0.5], A = -1, dual clip c = 1.5: PPO's terms max(r, clip(r, 0.8, 1.2)) are
+    # 4, 2, 0.8 and the dual cap min(·, c) makes them 1.5, 1.5, 0.8. seq_mean_token_sum_norm with
+    # C = 10: (1.5 + 1.5 + 0.8) / 10 = 0.38; token_mean would give 3.8 / 3.
+    from vlmrl.algos import LossAgg, LossSpec, policy_loss
+
+    logp, old = tokens([[4.0, 2.0, 0.5]])
+    args = (logp, old, -torch.ones(1, 3), torch.ones(1, 3))
+    spec = LossSpec("dual_clip", 0.2, 0.2, dual_clip_c=1.5, agg="seq_mean_token_sum_norm", norm_const=10.0)
+    assert spec.name is PolicyLoss.DUAL_CLIP and spec.agg is LossAgg.SEQ_MEAN_TOKEN_SUM_NORM
+    assert policy_loss(spec, *args)[0].item() == pytest.approx(0.38)
+    token_mean = LossSpec("dual_clip", 0.2, 0.2, dual_clip_c=1.5)
+    assert policy_loss(token_mean, *args, global_tokens=6)[0].item() == pytest.approx(3.8 / 6)  # global T
+    with pytest.raises(ValueError, match="unknown policy loss 'ppo'; allowed: ppo_clip"):
+        LossSpec("ppo", 0.2, 0.2)
+    with pytest.raises(ValueError, match="unknown loss aggregation mode 'mean'"):
+        LossSpec("ppo_clip", 0.2, 0.2, agg="mean")

@@ -3,7 +3,8 @@ run writes one run directory whose checkpoints resume at another world size.
 
 1. One ``policy_update`` on a fixed rollout batch: whole in this process vs. split by prompts
    over 2 spawned ranks (advantages from the gathered rewards, counts and gradients summed):
-   the same loss and the same updated weights.
+   the same loss and the same updated weights; also with PAPO, the KL term and the feature
+   anchor all on (each rank's share of every term, and the summed metrics).
 2. ``torchrun --nproc_per_node=2 -m vlmrl train``: resumes a 1-process checkpoint in 2 processes,
    resumes its own checkpoint exactly, and its checkpoint resumes in 1 process.
 """
@@ -27,8 +28,10 @@ from conftest import QUICK_RUN
 from vlmrl.algos import broadcast_advantages
 from vlmrl.config import load_config
 from vlmrl.models import load_policy
+from vlmrl.run.dist import SUM_KEYS
 from vlmrl.run.metrics import read_metrics
-from vlmrl.train.update import UpdateSpec, policy_update
+from vlmrl.train.update import UpdateSpec, policy_update, reference_logprobs
+from vlmrl.vision.anchor import FeatureAnchor
 
 WORLD = 2
 
@@ -54,26 +57,66 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: PAPO, the KL term in the loss and the feature anchor at once, over 2 minibatches (so the second
+#: optimizer step sees a moved policy) and micro-batches that cut groups.
+VISION_CASES = [
+    (
+        "papo-kl-anchor",
+        [
+            "algo.papo_coef=0.5",
+            "algo.papo_entropy_coef=0.03",
+            "algo.kl_coef=0.2",
+            "vision.anchor_coef=2.0",
+            "train.minibatches=2",
+            "train.micro_batch=3",
+            "train.grad_clip=0",
+        ],
+    ),
+]
+
+
 def _spec(overrides: list[str]) -> UpdateSpec:
     cfg = load_config(overrides=["rollout.max_new_tokens=6", *overrides])
-    return UpdateSpec(cfg.algo, cfg.train, cfg.rollout.temperature, cfg.rollout.max_new_tokens)
+    return UpdateSpec(cfg.algo, cfg.train, cfg.rollout.temperature, token_budget=cfg.rollout.max_new_tokens)
 
 
-def _update(model_dir, batch, rewards, spec: UpdateSpec) -> tuple[dict, dict[str, torch.Tensor]]:
+def _reference(model_dir) -> torch.nn.Module:
+    """A frozen reference that differs from the policy (the same noise on every rank), so the KL
+    term and the anchor (the reference's tower, as in a run with ``kl_coef > 0``) have gradients
+    from the first step on: at ``π = π_ref`` both are at their minimum and their gradients vanish."""
+    ref = load_policy(model_dir).model.eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.05 * p.std().nan_to_num() * torch.randn(p.shape, generator=gen))
+    return ref
+
+
+def _update(model_dir, batch, rewards, overrides: list[str]) -> tuple[dict, dict[str, torch.Tensor]]:
     """SGD(lr=1) so the weight change is the (clipped) gradient itself; fixed minibatch order."""
     from vlmrl.run.dist import global_advantages, reduce_metrics
 
+    spec = _spec(overrides)
+    anchor_coef = load_config(overrides=overrides).vision.anchor_coef
     model = load_policy(model_dir).model
+    ref_logp = anchor = None
+    if spec.algo.kl_coef > 0 or anchor_coef > 0:
+        ref = _reference(model_dir)
+        ref_logp = reference_logprobs(ref, batch, spec.loop.micro_batch, spec.temperature)
+        anchor = FeatureAnchor(ref, anchor_coef, copy_tower=False) if anchor_coef > 0 else None
     adv = broadcast_advantages(
         global_advantages(spec.algo.advantage, rewards, batch.prompt_index), batch.completion_mask
     )
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    metrics = policy_update(model, opt, batch, adv, spec, generator=torch.Generator().manual_seed(0))
+    metrics = policy_update(
+        model, opt, batch, adv, spec, ref_logp, generator=torch.Generator().manual_seed(0), anchor=anchor,
+        step=3,
+    )  # fmt: skip
     metrics = reduce_metrics(metrics, batch.size)
     return metrics, {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def _worker(rank: int, port: int, data: str, out: str) -> None:
+def _worker(rank: int, port: int, data: str, out: str, cases: str) -> None:
     from vlmrl.rollout.batch import select_prompts
 
     torch.set_num_threads(1)
@@ -84,13 +127,15 @@ def _worker(rank: int, port: int, data: str, out: str) -> None:
     k = batch.prompt_inputs["input_ids"].shape[0] // WORLD
     rows = (batch.prompt_index // k) == rank  # rollouts are grouped by prompt, in prompt order
     local = select_prompts(batch, list(range(rank * k, (rank + 1) * k)))
-    from vlmrl.run.dist import gather_objects, seed_rank_rng
+    from vlmrl.run.dist import gather_generator_states, gather_objects
+    from vlmrl.run.seeding import sampling_generator
 
-    torch.manual_seed(0)  # as every rank of a run does; then ranks ≥ 1 take their own streams
-    seed_rank_rng(0, 0, None)
-    results = {"draws": gather_objects(torch.rand(4))}
-    for name, overrides in CASES:
-        results[name] = _update(blob["model"], local, rewards[rows], _spec(overrides))
+    torch.manual_seed(0)  # as every rank of a run does; sampling draws from each rank's generator
+    gen = sampling_generator(0, rank, 0, "cpu")
+    results = {"draws": gather_objects(torch.rand(4, generator=gen)), "states": gather_generator_states(gen)}
+    results["global_draws"] = gather_objects(torch.rand(1))  # untouched by the generators: the same
+    for name, overrides in CASES if cases == "plain" else VISION_CASES:
+        results[name] = _update(blob["model"], local, rewards[rows], overrides)
     if rank == 0:
         torch.save(results, out)
     dist.destroy_process_group()
@@ -116,18 +161,26 @@ def fixed_rollouts(tiny_dir, tmp_path_factory):
     return path, batch, rewards
 
 
+def _spawn(path: Path, out: Path, cases: str) -> dict:
+    mp.spawn(_worker, args=(_free_port(), str(path), str(out), cases), nprocs=WORLD, join=True)
+    return torch.load(out, weights_only=False)
+
+
 def test_two_ranks_update_equals_one_process(tiny_dir, fixed_rollouts, tmp_path):
+    from vlmrl.run.seeding import sampling_generator
+
     path, batch, rewards = fixed_rollouts
-    out = tmp_path / "ranks.pt"
-    mp.spawn(_worker, args=(_free_port(), str(path), str(out)), nprocs=WORLD, join=True)
-    split = torch.load(out, weights_only=False)
+    split = _spawn(path, tmp_path / "ranks.pt", "plain")
     draws = split["draws"]
     assert not torch.equal(draws[0], draws[1])  # ranks sample from different streams
-    torch.manual_seed(0)
-    assert torch.equal(draws[0], torch.rand(4))  # rank 0 keeps the run's own stream
+    for r in range(WORLD):  # each from its own generator, whose advanced state goes in the checkpoint
+        gen = sampling_generator(0, r, 0, "cpu")
+        assert torch.equal(draws[r], torch.rand(4, generator=gen))
+        assert torch.equal(split["states"][f"rank{r}.sampler_cpu"], gen.get_state())
+    assert torch.equal(*split["global_draws"])  # the global RNG: the run's seed on both, never drawn from
     start = {n: p.detach() for n, p in load_policy(tiny_dir).model.named_parameters()}
     for name, overrides in CASES:
-        ref_metrics, ref_weights = _update(tiny_dir, batch, rewards, _spec(overrides))
+        ref_metrics, ref_weights = _update(tiny_dir, batch, rewards, overrides)
         metrics, weights = split[name]
         moved = max(float((ref_weights[n] - start[n]).abs().max()) for n in start)
         assert moved > 1e-4, name  # the update is not vacuous
@@ -139,6 +192,28 @@ def test_two_ranks_update_equals_one_process(tiny_dir, fixed_rollouts, tmp_path)
         assert metrics["actor/entropy"] == pytest.approx(ref_metrics["actor/entropy"], abs=1e-5)
         assert metrics["actor/grad_norm"] == pytest.approx(ref_metrics["actor/grad_norm"], rel=1e-5)
         assert metrics["actor/optimizer_steps"] == ref_metrics["actor/optimizer_steps"]
+
+
+def test_two_ranks_update_with_papo_kl_and_anchor_equals_one_process(tiny_dir, fixed_rollouts, tmp_path):
+    """PAPO's masked forward, the KL term to a reference and the feature anchor, at world size 2:
+    the same weights as one process, and the rank-summed loss terms equal the one-process ones."""
+    path, batch, rewards = fixed_rollouts
+    split = _spawn(path, tmp_path / "ranks.pt", "vision")
+    start = {n: p.detach() for n, p in load_policy(tiny_dir).model.named_parameters()}
+    for name, overrides in VISION_CASES:
+        ref_metrics, ref_weights = _update(tiny_dir, batch, rewards, overrides)
+        metrics, weights = split[name]
+        for key in ("actor/papo_kl", "actor/kl_loss", "vision/anchor_loss"):
+            assert abs(ref_metrics[key]) > 1e-6, key  # each term is really there
+        visual = [n for n in start if ".visual." in n]
+        assert visual and max(float((ref_weights[n] - start[n]).abs().max()) for n in visual) > 1e-4
+        d_w = max(float((weights[n] - ref_weights[n]).abs().max()) for n in ref_weights)
+        print(f"{name}: max|Δ weight| {d_w:.2e}", {k: (metrics[k], ref_metrics[k]) for k in sorted(metrics)})
+        assert d_w < 1e-5, name
+        assert metrics.keys() == ref_metrics.keys()
+        for key in (*SUM_KEYS, "vision/anchor_loss", "actor/grad_norm"):
+            assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-5, abs=1e-6), key
+        assert metrics["actor/optimizer_steps"] == ref_metrics["actor/optimizer_steps"] == 2
 
 
 def test_shard_needs_divisible_batch(tiny_dir):

@@ -42,7 +42,7 @@ def _overrides(tiny_dir, run_dir, *extra) -> list[str]:
 def test_grpo_step_with_env_logs_replayable_turns(tiny_dir, tmp_path):
     cfg = load_config(overrides=_overrides(tiny_dir, tmp_path, "train.steps=1"))
     trainer = GRPOTrainer(cfg)
-    assert trainer.spec.max_new_tokens == 200  # token-sum normalisers use the episode budget
+    assert trainer.spec.token_budget == 200  # token-sum normalisers use the episode budget
     metrics = trainer.train_step()
     for key in ("env/tool_calls_per_episode", "env/valid_call_rate", "env/turns", "env/budget_hit_rate",
                 "env/latency_s", "reward/accuracy", "reward/format", "reward/tool_bonus", "reward/call_cost",

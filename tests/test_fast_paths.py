@@ -31,9 +31,9 @@ def _enc(policy):
 
 def _batch(policy, n=4, shared_prefill=True, temperature=0.9, top_p=1.0, seed=0, greedy=False):
     engine = HFEngine(
-        policy, max_new_tokens=8, temperature=temperature, top_p=top_p, shared_prefill=shared_prefill
-    )
-    torch.manual_seed(seed)
+        policy, max_new_tokens=8, temperature=temperature, top_p=top_p, shared_prefill=shared_prefill,
+        generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
     return engine.generate(_enc(policy), n, greedy=greedy)
 
 

@@ -296,12 +296,12 @@ def test_noisy_pixels_depend_on_step_and_data_not_on_global_rng(tiny_dir, tmp_pa
 
 def test_noisy_frac_zero_is_the_plain_path(tiny_dir, tmp_path, plugin):
     trainer = GRPOTrainer(_cfg(tiny_dir, tmp_path, plugin))
-    torch.manual_seed(7)
+    before = trainer.sample_rng.get_state()
     ro = trainer._rollout_round(2)
     samples, batch, metrics = ro.samples, ro.batch, ro.metrics
     assert "rollout/noise_std" not in metrics and "reward/noisy" not in metrics
     trainer.stream.position = 0
-    torch.manual_seed(7)
+    trainer.sample_rng.set_state(before)  # the same draws again
     enc = encode_prompts(
         trainer.policy.processor, [build_messages(s, "answer") for s in samples], [s.images for s in samples]
     )

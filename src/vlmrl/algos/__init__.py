@@ -1,7 +1,8 @@
 """RL math as pure tensor functions: advantages, policy losses, loss aggregation, KL, entropy, PAPO.
 
 Imports only torch. Each family is a small registry keyed by a ``str`` enum, so a config string
-picks the variant (``compute_advantages("grpo", ...)``, ``compute_policy_loss("gspo", ...)``,
+picks the variant (``compute_advantages("grpo", ...)``, ``compute_policy_loss("gspo", ...)`` or
+``policy_loss(LossSpec("gspo", 3e-4, 4e-4), ...)``,
 ``agg_loss(..., "seq_mean_token_sum_norm")``, ``kl_penalty(..., "k3")``).
 """
 
@@ -28,10 +29,12 @@ from vlmrl.algos.losses import (
     CLIP_RANGES,
     POLICY_LOSSES,
     ClipRange,
+    LossSpec,
     PolicyLoss,
     compute_policy_loss,
     dual_clip_loss,
     gspo_loss,
+    policy_loss,
     ppo_clip_loss,
 )
 from vlmrl.algos.perception import papo_loss, perception_kl
@@ -46,6 +49,7 @@ __all__ = [
     "ClipRange",
     "KLEstimator",
     "LossAgg",
+    "LossSpec",
     "PolicyLoss",
     "agg_loss",
     "broadcast_advantages",
@@ -69,6 +73,7 @@ __all__ = [
     "masked_mean",
     "papo_loss",
     "perception_kl",
+    "policy_loss",
     "ppo_clip_loss",
     "reinforce_pp_advantages",
     "reinforce_pp_baseline_advantages",

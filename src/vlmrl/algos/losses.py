@@ -268,3 +268,48 @@ def compute_policy_loss(
     """Dispatch to the loss named ``name`` (a :class:`PolicyLoss`); keywords as the module docstring."""
     fn = POLICY_LOSSES[resolve(PolicyLoss, name, "policy loss")]
     return fn(logp, old_logp, adv, mask, **kw)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A run's policy loss: which one and its constants (the keywords of the module docstring that
+    stay fixed for the run). The minibatch's global token / sequence counts change every call, so
+    they stay arguments of :func:`policy_loss`. Names are checked (and made enums) on construction.
+    """
+
+    name: PolicyLoss
+    """Which loss (a :class:`PolicyLoss` or its name)."""
+    clip_low: float
+    """Lower clip ε: the ratio is clipped at ``1 − clip_low`` (``sapo``: its gate temperature τ_neg)."""
+    clip_high: float
+    """Upper clip ε: the ratio is clipped at ``1 + clip_high`` (``sapo``: τ_pos)."""
+    dual_clip_c: float | None = None
+    """Dual-clip ``c`` (``dual_clip`` only); None: the loss's own default."""
+    agg: LossAgg = LossAgg.TOKEN_MEAN
+    """How token losses become one number (:class:`vlmrl.algos.aggregate.LossAgg`)."""
+    norm_const: float | None = None
+    """``C`` of ``seq_mean_token_sum_norm``: the most tokens a completion can hold; ignored by the
+    other aggregations."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", resolve(PolicyLoss, self.name, "policy loss"))
+        object.__setattr__(self, "agg", resolve(LossAgg, self.agg, "loss aggregation mode"))
+
+
+def policy_loss(
+    spec: LossSpec,
+    logp: Tensor,  # [N, L]
+    old_logp: Tensor,  # [N, L]
+    adv: Tensor,  # [N, L]
+    mask: Tensor,  # [N, L]
+    *,
+    global_tokens: Count | None = None,
+    global_seqs: Count | None = None,
+) -> LossOut:
+    """The loss ``spec`` describes on these tokens; ``global_*`` as in :func:`vlmrl.algos.agg_loss`."""
+    dual = {} if spec.dual_clip_c is None else {"dual_clip_c": spec.dual_clip_c}
+    return compute_policy_loss(
+        spec.name, logp, old_logp, adv, mask, clip_low=spec.clip_low, clip_high=spec.clip_high,
+        agg=spec.agg, norm_const=spec.norm_const, global_tokens=global_tokens, global_seqs=global_seqs,
+        **dual,
+    )  # fmt: skip

@@ -3,10 +3,21 @@
 Vision special tokens are banned at sampling time (``bad_words_ids``) *and* checked afterwards:
 a completion that still contains one is loss-masked and counted, never fed to the training
 forward as-is (docs/facts.md: it crashes with "Image features and image tokens do not match").
+
+Randomness: every draw comes from the engine's ``generator`` (the trainer's, saved in its
+checkpoints), never from torch's global RNG. The fast path passes it to ``torch.multinomial``.
+``model.generate`` takes no generator (transformers draws with the global one), so around that
+call the global generator of the model's device is forked, loaded with ``generator``'s state,
+and after the call its advanced state is copied back into ``generator`` and the global one
+restored (:func:`draws_from`). The draws are then exactly the generator's, the fast path and
+``generate`` draw the same tokens from the same state (tested), and no logits processor has to
+re-implement transformers' sampling.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import torch
@@ -15,6 +26,23 @@ from transformers import GenerationConfig
 from vlmrl.algos import token_logprobs
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.sampler import fast_sampling_supported, sample
+
+
+@contextmanager
+def draws_from(generator: torch.Generator) -> Iterator[None]:
+    """Inside the block, the global RNG of ``generator``'s device draws ``generator``'s stream;
+    afterwards ``generator`` holds the advanced state and the global RNG is as it was before."""
+    dev = generator.device
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"sampling generator on {dev}: only a cpu or cuda one can stand in for generate's")
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):  # restores CPU (+ that GPU) on exit
+        if cuda:
+            torch.cuda.set_rng_state(generator.get_state(), cuda[0])
+        else:
+            torch.set_rng_state(generator.get_state())
+        yield
+        generator.set_state(torch.cuda.get_rng_state(cuda[0]) if cuda else torch.get_rng_state())
 
 
 class RolloutEngine(Protocol):
@@ -40,6 +68,9 @@ class HFEngine:
     Each prompt is encoded once and expanded by ``num_return_sequences``; the sampler's
     log-probs are ``log_softmax(raw_logits / temperature)`` of the chosen tokens, the same
     quantity the training forward computes (top-p only narrows which tokens can be drawn).
+
+    ``generator``: where the draws come from, on the model's device (the trainer passes its own;
+    by default a fresh one seeded 0, for evaluation's greedy engines and tests).
     """
 
     def __init__(
@@ -50,8 +81,16 @@ class HFEngine:
         top_p: float = 1.0,
         mask_truncated: bool = False,
         shared_prefill: bool = True,
+        generator: torch.Generator | None = None,
     ):
         self.policy = policy
+        device = torch.device(policy.model.device)
+        self.generator = generator if generator is not None else torch.Generator(device).manual_seed(0)
+        if self.generator.device.type != device.type:
+            raise ValueError(
+                f"sampling generator on {self.generator.device} but the model on {device}: "
+                "create it on the model's device (the draws are made where the logits are)"
+            )
         self.shared_prefill = shared_prefill
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
@@ -101,14 +140,17 @@ class HFEngine:
             try:
                 seqs, lp = sample(
                     model, prompt_inputs, n, self.max_new_tokens, self.temperature, self.top_p, greedy,
-                    self.stop_ids, self.banned, self.pad_id,
+                    self.stop_ids, self.banned, self.pad_id, self.generator,
                 )  # fmt: skip
             finally:
                 model.train(was_training)
             return self._finish(prompt_inputs, seqs, lp, n)
         inputs = {k: v.to(model.device) for k, v in prompt_inputs.items() if k != "images_per_prompt"}
-        out = model.generate(**inputs, generation_config=self._gen_config(n, greedy))
-        model.train(was_training)
+        try:
+            with draws_from(self.generator):
+                out = model.generate(**inputs, generation_config=self._gen_config(n, greedy))
+        finally:
+            model.train(was_training)
         p_len = inputs["input_ids"].shape[1]
         seqs = out.sequences[:, p_len:].cpu()  # [B*n, C]
         logits = torch.stack(out.logits, dim=1).float().cpu()  # [B*n, C, V]

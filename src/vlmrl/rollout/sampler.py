@@ -57,10 +57,12 @@ def sample(
     stop_ids: list[int],
     banned: list[int],
     pad_id: int,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` completions of each of the B prompts, ``[B·n, C]`` token ids (rows grouped by prompt,
     pad after the stop token) and ``[B·n, C]`` log-probs ``log_softmax(z / T)`` of those tokens
-    (``T = 1`` when greedy). ``C ≤ max_new_tokens``: the loop ends once every row has stopped."""
+    (``T = 1`` when greedy). ``C ≤ max_new_tokens``: the loop ends once every row has stopped.
+    Every draw comes from ``generator`` (on the model's device; the engine passes its own)."""
     device = model.device
     inputs = {k: v.to(device) for k, v in prompt_inputs.items() if k in _KNOWN_KEYS}
     owner = _rope_owner(model)
@@ -94,7 +96,7 @@ def sample(
         else:
             if top_p < 1.0:
                 scores = _top_p(scores, top_p)
-            tok = torch.multinomial(scores.softmax(-1), 1).squeeze(1)  # [N]
+            tok = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)  # [N]
         tok = torch.where(running, tok, torch.full_like(tok, pad_id))
         tokens.append(tok)
         logps.append(logp_all.gather(1, tok[:, None]).squeeze(1))

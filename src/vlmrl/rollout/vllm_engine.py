@@ -333,12 +333,15 @@ class VLLMEngine(HFEngine):
         return batch
 
 
-def build_engine(policy, cfg) -> HFEngine:
+def build_engine(policy, cfg, generator: torch.Generator | None = None) -> HFEngine:
     """The engine ``cfg.rollout.engine`` names: ``hf`` (default) or ``vllm`` (a clear error where
-    it cannot run)."""
+    it cannot run). ``generator``: the trainer's sampling generator, which the HF engine draws
+    from (vLLM seeds its requests itself, see :mod:`vlmrl.rollout.vllm_placement`)."""
     r = cfg.rollout
     if r.engine == "hf":
-        return HFEngine(policy, r.max_new_tokens, r.temperature, r.top_p, r.mask_truncated)
+        return HFEngine(
+            policy, r.max_new_tokens, r.temperature, r.top_p, r.mask_truncated, generator=generator
+        )
     if r.engine == "vllm":
         return VLLMEngine(
             policy,

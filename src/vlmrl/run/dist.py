@@ -21,15 +21,15 @@ matters little when each step accumulates several micro-batches.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from vlmrl.run.seeding import generator_key
 
 #: The one list of metrics that each rank holds as its share of a global total (losses divided by
 #: global token / sequence counts): summed over micro-batches in the update and over ranks here.
@@ -294,55 +294,8 @@ def broadcast_params(model: torch.nn.Module) -> None:
         t.copy_(buf.to(t.device))
 
 
-def rank_seed(seed: int, rank_: int, step: int = 0) -> int:
-    """A deterministic seed per (run seed, rank, step): ranks must not sample the same completions."""
-    digest = hashlib.sha256(f"vlmrl-rank:{seed}:{rank_}:{step}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _rng_state() -> dict[str, torch.Tensor]:
-    state = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["torch_cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def gather_rng_states() -> dict[str, torch.Tensor]:
-    """Every rank ≥ 1's RNG states keyed ``rank{r}.torch_cpu`` / ``rank{r}.torch_cuda`` (rank 0's
-    own are the checkpoint's plain ``torch_cpu`` / ``torch_cuda_*``); a collective: call on all ranks."""
-    if not _active():
-        return {}
-    out = {}
-    for r, states in enumerate(gather_objects(_rng_state())):
-        if r > 0:
-            out |= {f"rank{r}.{k}": v for k, v in states.items()}
-    return out
-
-
-def seed_rank_rng(seed: int, step: int, ckpt: Path | None) -> None:
-    """Give each rank ≥ 1 its own sampling RNG: the state saved for it in ``ckpt`` when there is
-    one (same world size: exact resume), else one derived from ``(seed, rank, step)``.
-
-    Rank 0 keeps its state (fresh: as one process; resumed: the checkpoint's ``torch_cpu``), so a
-    run resumed in one process continues rank 0's stream.
-    """
-    r = rank()
-    if not _active() or r == 0:
-        return
-    saved: dict[str, torch.Tensor] = {}
-    if ckpt is not None:
-        from safetensors.torch import load_file
-
-        saved = {
-            k.split(".", 1)[1]: v
-            for k, v in load_file(Path(ckpt) / "rng.safetensors").items()
-            if k.startswith(f"rank{r}.")
-        }
-    if "torch_cpu" in saved:
-        torch.set_rng_state(saved["torch_cpu"])
-        if "torch_cuda" in saved and torch.cuda.is_available():
-            torch.cuda.set_rng_state(saved["torch_cuda"])
-        return
-    from vlmrl.run.seeding import seed_everything
-
-    seed_everything(rank_seed(seed, r, step))
+def gather_generator_states(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Every rank's sampling generator state, keyed by :func:`vlmrl.run.seeding.generator_key`
+    (``rank{r}.sampler_cpu`` / ``_cuda``), for the checkpoint; a collective: call on all ranks."""
+    states = gather_objects(generator.get_state())
+    return {generator_key(r, generator): s for r, s in enumerate(states)}

@@ -30,9 +30,8 @@ the one-process update on the same global batch (tested on CPU/gloo: 1e-6):
 - advantages are computed on every rank's rewards gathered in global order, so REINFORCE++'s
   batch whitening uses global statistics (the group estimators are unchanged); DAPO dynamic
   sampling keeps the first groups with spread in global order, as one process would;
-- sampling differs per rank: rank 0 keeps the run's RNG, rank r ≥ 1 seeds from
-  ``(train.seed, r, step)`` or restores its own state from the checkpoint, so a resume at the
-  same W is exact; at another W rank 0 continues its stream and new ranks start derived ones;
+- each rank samples from its own generator (``run/seeding.py``), saved in every checkpoint: a
+  resume at the same W is exact; at another W the ranks that were there continue their streams;
 - metrics are reduced (loss shares summed, times maxed, other means weighted by rollouts);
   rank 0 alone evaluates (others wait at a barrier) and writes metrics.jsonl, tensorboard,
   rollouts (its shard), checkpoints and the report; checkpoints load at any W.
@@ -81,16 +80,15 @@ from vlmrl.run.dist import (
     barrier,
     broadcast_params,
     first_across_ranks,
-    gather_rng_states,
+    gather_generator_states,
     global_advantages,
     init_distributed,
     reduce_metrics,
-    seed_rank_rng,
 )
 from vlmrl.run.finite import FiniteGuard
 from vlmrl.run.metrics import MetricsLogger, NullLogger
 from vlmrl.run.optim import build_optimizer, lr_factor, set_lr
-from vlmrl.run.seeding import seed_everything
+from vlmrl.run.seeding import checkpoint_rng, sampling_generator, seed_everything
 from vlmrl.run.verify import resume_checkpoint
 from vlmrl.train.memory import apply_memory_options, needs_reference_copy, reference_logprobs_of
 from vlmrl.train.update import UpdateSpec, policy_update
@@ -139,7 +137,6 @@ class GRPOTrainer:
         if needs_reference_copy(self.policy.model, cfg.algo.kl_coef):
             self.ref = load_policy(m.path, m.dtype, device, m.attn_implementation).model.eval()
             self.ref.requires_grad_(False)
-        self.engine = build_engine(self.policy, cfg)  # rollout.engine: hf | vllm
         self.reward_fn = reward_from_config(cfg.reward)
         check_credit(cfg.algo.credit, cfg.reward.weights)
         if SR1 in cfg.reward.weights and not cfg.algo.sr1_check:
@@ -151,8 +148,8 @@ class GRPOTrainer:
             self.policy.model, cfg.train.lr, cfg.train.weight_decay, cfg.vision.lr_scale
         )
         # env runs: a completion is a whole episode, so token-sum normalisers use its token budget
-        norm_tokens = cfg.env.max_total_tokens if cfg.env.name else cfg.rollout.max_new_tokens
-        self.spec = UpdateSpec(cfg.algo, cfg.train, cfg.rollout.temperature, norm_tokens)
+        token_budget = cfg.env.max_total_tokens if cfg.env.name else cfg.rollout.max_new_tokens
+        self.spec = UpdateSpec(cfg.algo, cfg.train, cfg.rollout.temperature, token_budget)
         self.step = 0
         self.report_path: Path | None = None
         self.guard = FiniteGuard(self.policy.model, self.run_dir, cfg.train.nonfinite_patience)
@@ -160,7 +157,10 @@ class GRPOTrainer:
         if ckpt is not None:
             state = load_checkpoint(ckpt, self.optimizer)
             self.step, position = state["step"], state["data_position"]
-        seed_rank_rng(cfg.train.seed, self.step, ckpt)  # ranks ≥ 1 sample from their own streams
+        self.sample_rng = sampling_generator(  # this rank's saved stream, else one from (seed, rank, step)
+            cfg.train.seed, self.dist.rank, self.step, self.policy.model.device, checkpoint_rng(ckpt)
+        )
+        self.engine = build_engine(self.policy, cfg, self.sample_rng)  # rollout.engine: hf | vllm
         self.stream = PromptStream(cfg.data, position)
         self.eval_set = eval_samples(cfg.data)
         # before any update; a resumed run measures against cfg.model.path (the KL reference is that model)
@@ -353,12 +353,12 @@ class GRPOTrainer:
         )
 
     def save(self) -> Path:
-        """Rank 0 writes the checkpoint (the replicas are identical); every rank's RNG goes in it."""
+        """Rank 0 writes the checkpoint (replicas are identical), with every rank's sampling generator."""
         state = {"step": self.step, "data_position": self.stream.position, "world_size": self.dist.world}
         if has_lora(self.policy.model):
             state["lora_base"] = self.cfg.model.path  # model/ is merged; trainable.safetensors fits this base
         path = self.run_dir / "checkpoints" / f"step_{self.step}"
-        extra_rng = gather_rng_states()  # a collective: every rank
+        extra_rng = gather_generator_states(self.sample_rng)  # a collective: every rank
         if self.dist.is_main:
             save_checkpoint(path, self.policy, self.optimizer, state, extra_rng)
             prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)

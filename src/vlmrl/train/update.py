@@ -17,36 +17,39 @@ from dataclasses import dataclass
 
 import torch
 
-from vlmrl.algos import agg_loss, compute_policy_loss, entropy_from_logits, global_counts, kl_penalty
+from vlmrl.algos import LossSpec, agg_loss, entropy_from_logits, global_counts, kl_penalty, policy_loss
 from vlmrl.config.schema import AlgoConfig, LoopConfig
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.shared_prompt import rollout_logprobs
 from vlmrl.run.dist import SUM_KEYS, minibatch_rows, rank_share, reduce_counts, sync_grads
+from vlmrl.run.seeding import derived_generator
 from vlmrl.vision.anchor import FeatureAnchor
 from vlmrl.vision.papo import masked_batch, merge_size, papo_micro_batch
 
+#: Mixed into the seed of the default minibatch-permutation generator (its own stream).
+_MINIBATCH_STREAM = 0x3B17
 
-@dataclass
+
+@dataclass(frozen=True)
 class UpdateSpec:
     """What the update needs besides the batch; built from the config by the trainer."""
 
     algo: AlgoConfig
+    """The loss, KL, entropy and PAPO settings."""
     loop: LoopConfig
+    """Epochs, minibatches, micro-batch, gradient clip, seed."""
     temperature: float
-    max_new_tokens: int
+    """The sampling temperature: the training forward's log-probs are of ``logits / T``."""
+    token_budget: int
+    """The most completion tokens one rollout can hold: ``rollout.max_new_tokens``, or a whole
+    multi-turn episode's ``env.max_total_tokens``. The ``C`` of token-sum loss normalisation."""
 
-
-def _loss_kwargs(spec: UpdateSpec, tokens, seqs) -> dict:
-    a = spec.algo
-    return {
-        "clip_low": a.clip_low,
-        "clip_high": a.clip_high,
-        "agg": a.loss_agg,
-        "norm_const": float(spec.max_new_tokens),
-        "global_tokens": tokens,
-        "global_seqs": seqs,
-        **({"dual_clip_c": a.dual_clip_c} if a.dual_clip_c is not None else {}),
-    }
+    @property
+    def loss(self) -> LossSpec:
+        """The policy loss as :func:`vlmrl.algos.policy_loss` takes it (read from ``algo`` each
+        time, so it cannot drift from the config it came from)."""
+        a = self.algo
+        return LossSpec(a.loss, a.clip_low, a.clip_high, a.dual_clip_c, a.loss_agg, float(self.token_budget))
 
 
 def _image_tokens(prompt_inputs: dict[str, torch.Tensor]) -> float:
@@ -87,8 +90,12 @@ def policy_update(
     ``(train.seed, step)`` (see :mod:`vlmrl.vision.papo`); logged as ``actor/papo_*``.
     An optimizer step whose gradient norm (after the all-reduce: the same on every rank) is NaN or
     inf is skipped, its gradients dropped, and counted in ``guard/skipped_updates``.
+    ``generator`` draws the minibatch permutations; by default one derived from
+    ``(train.seed, step)``, so the global RNG is never read and a resumed step draws the same.
     """
-    loop, algo = spec.loop, spec.algo
+    loop, algo, loss_spec = spec.loop, spec.algo, spec.loss
+    if generator is None:
+        generator = derived_generator(loop.seed, step, _MINIBATCH_STREAM)
     masked = None
     if algo.papo_coef > 0:  # one mask per prompt for the whole step (all epochs and micro-batches)
         masked = masked_batch(batch, algo.papo_mask_ratio, merge_size(model), loop.seed, step)
@@ -113,8 +120,8 @@ def policy_update(
                 logp, logits = rollout_logprobs(model, batch, rows, spec.temperature)  # shared_prompt.py
                 m = mask[rows].to(dev)
                 old = logp.detach() if on_policy else batch.sampler_logprobs[rows].to(dev)
-                pg, pg_metrics = compute_policy_loss(
-                    algo.loss, logp, old, advantages[rows].to(dev), m, **_loss_kwargs(spec, tokens, seqs)
+                pg, pg_metrics = policy_loss(
+                    loss_spec, logp, old, advantages[rows].to(dev), m, global_tokens=tokens, global_seqs=seqs
                 )
                 loss = pg
                 metrics = {f"actor/{k}": v for k, v in pg_metrics.items()}
@@ -123,8 +130,8 @@ def policy_update(
                     kl = agg_loss(
                         kl_penalty(logp, ref_logp[rows].to(dev), algo.kl_estimator),
                         m,
-                        algo.loss_agg,
-                        float(spec.max_new_tokens),
+                        loss_spec.agg,
+                        loss_spec.norm_const,
                         global_tokens=tokens,
                         global_seqs=seqs,
                     )

@@ -25,13 +25,13 @@ from __future__ import annotations
 import dataclasses
 import zlib
 
-import numpy as np
 import torch
 
 from vlmrl.algos import entropy_from_logits, papo_loss
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.shared_prompt import rollout_logprobs
 from vlmrl.run.dist import SUM_KEYS
+from vlmrl.run.seeding import derived_generator
 
 #: PAPO's metrics: shares of the minibatch total, so summed (``vlmrl.run.dist.SUM_KEYS`` lists them).
 PAPO_METRICS = tuple(k for k in SUM_KEYS if k.startswith("actor/papo_"))
@@ -42,8 +42,7 @@ _STREAM = 0x9A90
 
 def step_generator(seed: int, step: int, key: int = 0) -> torch.Generator:
     """A torch generator that depends only on ``(seed, step, key)`` (not on global RNG state)."""
-    state = np.random.SeedSequence([seed % 2**32, step, key, _STREAM]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
+    return derived_generator(seed, step, key, _STREAM)
 
 
 def image_generators(
@@ -127,8 +126,8 @@ def papo_micro_batch(
         algo.papo_coef,
         algo.papo_entropy_coef,
         estimator=algo.papo_kl_estimator,
-        agg=algo.loss_agg,
-        norm_const=float(spec.max_new_tokens),
+        agg=spec.loss.agg,
+        norm_const=spec.loss.norm_const,  # the token budget
         global_tokens=tokens,
         global_seqs=seqs,
     )
