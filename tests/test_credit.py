@@ -253,6 +253,10 @@ class ScriptedEngine:
     def mark_stale(self) -> None:
         """The RolloutEngine protocol's weight-change hook: fixed scripts have no weights to sync."""
 
+    def pop_metrics(self) -> dict[str, float]:
+        """The protocol's engine metrics: a script has none."""
+        return {}
+
 
 def script(looks: list[str]) -> list[str]:
     """Count task, answers 1..4 (exactly one is right for counts 1-4, so the outcome always varies)."""
