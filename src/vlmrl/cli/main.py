@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("-o", "--out", default="vlmrl.yaml", help="the vlmrl config to write")
     cv.set_defaults(fn=_cmd_convert)
 
+    from vlmrl.cli.doctor import add_parser as add_doctor
+
+    add_doctor(sub)
+
     v = sub.add_parser("view", help="(re)build RUN/report.html (curves, summary, rollouts); print its path")
     v.add_argument("run", help="run directory (holds metrics.jsonl)")
     v.add_argument("--open", action="store_true", help="also open the report in a web browser")
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         # `vlmrl train a.b=1` with no config file: the first word is an override.
         args.overrides, args.config = [config, *args.overrides], None
     try:
-        args.fn(args)
+        rc = args.fn(args)  # None, or an exit status (doctor: 1 when a check fails)
     except UserError as e:
         # the project's user errors (ConfigError, DatasetError, UnknownRewardError, missing files):
         # their messages name the key / file / row, so one line is the whole story. Anything else is
@@ -329,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if e.args else e
         print(f"vlmrl {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":
