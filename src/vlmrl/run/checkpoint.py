@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlmrl.errors import MissingFileError, StorageError, UserError
+from vlmrl.errors import MissingFileError, NonFiniteError, StorageError, UserError
 from vlmrl.models.lora import has_lora, merged_state_dict
-from vlmrl.run.verify import read_state, record_files, step_dirs
+from vlmrl.run.verify import last_good, read_state, record_files, step_dirs
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -110,6 +110,12 @@ def write_checkpoint(
         if isinstance(e, StorageError):
             raise
         raise StorageError.from_os(e, f"checkpoint {final.name} not written", tmp) from e
+    except NonFiniteError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        good = last_good(final.parent.parent) or "none yet"
+        raise NonFiniteError(
+            f"checkpoint {final.name} not written: {e}. Last good checkpoint: {good}"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

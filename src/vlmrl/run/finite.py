@@ -94,9 +94,14 @@ class FiniteGuard:
 
     def stop(self, step: int, why: str) -> None:
         """Raise the one-line :class:`NonFiniteError` for ``step``."""
+        good = last_good(self.run_dir)
+        then = (
+            "none yet (start again)"
+            if good is None
+            else f"{good} (vlmrl train CONFIG --resume continues from it)"
+        )
         raise NonFiniteError(
-            f"step {step}: {why}; stopped without checkpointing it. Last good checkpoint: "
-            f"{last_good(self.run_dir)} (vlmrl train CONFIG --resume continues from it)"
+            f"step {step}: {why}; stopped without checkpointing it. Last good checkpoint: {then}"
         )
 
     @contextmanager

@@ -69,9 +69,7 @@ def record_files(directory: Path) -> dict[str, dict[str, Any]]:
         if p.suffix == ".safetensors":
             bad = nonfinite_tensor(p)
             if bad is not None:
-                raise NonFiniteError(
-                    f"{p}: tensor {bad!r} holds NaN or inf; a checkpoint is never written with it"
-                )
+                raise NonFiniteError(f"{p.relative_to(directory)}: tensor {bad!r} holds NaN or inf")
         files[p.relative_to(directory).as_posix()] = {"size": p.stat().st_size, "sha256": sha256(p)}
     return files
 
@@ -171,12 +169,12 @@ def usable_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def last_good(run_dir: Path) -> str:
-    """For messages: the newest checkpoint that passes verification, or a phrase saying there is none."""
+def last_good(run_dir: Path) -> Path | None:
+    """For messages: the newest checkpoint that passes verification (None: there is none)."""
     for ckpt in reversed(step_dirs(run_dir)):
         if verify_checkpoint(ckpt) is None:
-            return str(ckpt)
-    return "none yet"
+            return ckpt
+    return None
 
 
 def resume_checkpoint(run_dir: Path) -> Path:
