@@ -207,11 +207,13 @@ def test_two_ranks_update_with_papo_kl_and_anchor_equals_one_process(tiny_dir, f
             assert abs(ref_metrics[key]) > 1e-6, key  # each term is really there
         visual = [n for n in start if ".visual." in n]
         assert visual and max(float((ref_weights[n] - start[n]).abs().max()) for n in visual) > 1e-4
+        moved = max(float((ref_weights[n] - start[n]).abs().max()) for n in start)
         d_w = max(float((weights[n] - ref_weights[n]).abs().max()) for n in ref_weights)
-        print(f"{name}: max|Δ weight| {d_w:.2e}", {k: (metrics[k], ref_metrics[k]) for k in sorted(metrics)})
+        d_loss = abs(metrics["actor/pg_loss"] - ref_metrics["actor/pg_loss"])
+        print(f"{name}: max|Δ weight| {d_w:.2e} (update {moved:.2e}), |Δ pg_loss| {d_loss:.2e}")
         assert d_w < 1e-5, name
         assert metrics.keys() == ref_metrics.keys()
-        for key in (*SUM_KEYS, "vision/anchor_loss", "actor/grad_norm"):
+        for key in (*SUM_KEYS, "actor/grad_norm"):  # the anchor loss is one of SUM_KEYS
             assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-5, abs=1e-6), key
         assert metrics["actor/optimizer_steps"] == ref_metrics["actor/optimizer_steps"] == 2
 

@@ -9,8 +9,9 @@ Layout of ``checkpoints/step_N/``:
   resume loads the base ``model.path`` (state.json ``lora_base``), adds the same adapters and
   loads these: exact, where re-splitting merged weights would not be;
 - ``optimizer.safetensors`` + ``optimizer.json``: AdamW moments by parameter index, hyper-params;
-- ``rng.safetensors``: torch CPU (and CUDA) generator states (multi-process: also
-  ``rank{r}.torch_cpu`` for every other rank); ``state.json``: step, global data position.
+- ``rng.safetensors``: the global torch CPU (and CUDA) generator states, and every rank's
+  sampling generator ``rank{r}.sampler_cpu`` / ``_cuda`` (what the trainer samples from,
+  ``run/seeding.py``); ``state.json``: step, global data position.
 A checkpoint is written to ``step_N.tmp`` and renamed, so a kill mid-write never leaves a
 half checkpoint that ``--resume`` would pick. Before the rename every tensor file is read back and
 must be finite, and ``state.json`` records each file's size and SHA-256 (``run/verify.py``): a

@@ -33,8 +33,12 @@ from vlmrl.run.seeding import generator_key
 
 #: The one list of metrics that each rank holds as its share of a global total (losses divided by
 #: global token / sequence counts): summed over micro-batches in the update and over ranks here.
-#: PAPO's two were once averaged over ranks instead (``vlmrl.vision.papo`` emits them).
-SUM_KEYS = ("actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/papo_kl", "actor/papo_entropy_masked")
+#: PAPO's two were once averaged over ranks instead (``vlmrl.vision.papo`` emits them); the anchor
+#: loss is each rank's image-token share of its global mean (``vlmrl.train.update``).
+SUM_KEYS = (
+    "actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/papo_kl", "actor/papo_entropy_masked",
+    "vision/anchor_loss",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,8 @@ def policy_update(
                 if a_loss is not None:
                     if a_loss.requires_grad:  # a frozen tower has nothing to anchor
                         (anchor.coef * a_share * a_loss).backward()
-                    sums["vision/anchor_loss"] = sums.get("vision/anchor_loss", 0.0) + a_loss.item()
+                    # this rank's share of the global mean (SUM_KEYS): exact whatever each rank's images
+                    sums["vision/anchor_loss"] = sums.get("vision/anchor_loss", 0.0) + a_share * a_loss.item()
             sync_grads(params)  # sum over ranks (no-op in one process)
             if loop.grad_clip > 0:
                 gnorm = torch.nn.utils.clip_grad_norm_(params, loop.grad_clip)
