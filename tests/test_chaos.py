@@ -158,7 +158,7 @@ def test_nan_weights_stop_with_one_line_and_are_never_checkpointed(tiny_dir, tmp
 
 
 def test_lr_1e6_stops_with_one_line_and_every_checkpoint_is_finite(tiny_dir, tmp_path, nan_plugin):
-    cfg = _cfg(tiny_dir, tmp_path, nan_plugin, "train.steps=6", "train.lr=1e6", "train.nonfinite_patience=2")
+    cfg = _cfg(tiny_dir, tmp_path, nan_plugin, "train.steps=3", "train.lr=1e6", "train.nonfinite_patience=2")
     with pytest.raises(NonFiniteError, match=r"train\.lr too high") as e:
         GRPOTrainer(cfg).train()
     assert "\n" not in str(e.value)
@@ -169,7 +169,8 @@ def test_lr_1e6_stops_with_one_line_and_every_checkpoint_is_finite(tiny_dir, tmp
 
 
 def test_chaos_bench_quick(tmp_path):
-    """``python bench/chaos.py --quick``: every case passes and the kills resume exactly."""
+    """``python bench/chaos.py --quick``: its fast cases pass through the real command line (the
+    kills are the full bench's; ``test_train.py`` SIGKILLs and resumes one run exactly)."""
     out = tmp_path / "chaos.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "chaos.py"), "--quick", "--out", str(out)],
@@ -181,4 +182,4 @@ def test_chaos_bench_quick(tmp_path):
     res = json.loads(out.read_text())
     failed = [c for c in res["cases"] if not c["passed"]]
     assert failed == [], failed
-    assert res["kills"] >= 1 and res["resumed_exact"] == res["kills"]
+    assert len(res["cases"]) >= 4 and res["kills"] == res["resumed_exact"] == 0
