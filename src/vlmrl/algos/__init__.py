@@ -24,6 +24,7 @@ from vlmrl.algos.aggregate import AGGREGATORS, LossAgg, agg_loss, global_counts,
 from vlmrl.algos.entropy import entropy_from_logits, entropy_from_logits_chunked
 from vlmrl.algos.gated_losses import cispo_loss, sapo_loss
 from vlmrl.algos.kl import KL_ESTIMATORS, KLEstimator, kl_in_reward, kl_k1, kl_k2, kl_k3, kl_penalty
+from vlmrl.algos.lagrangian import CostMode, CostSpec, lagrange_update, shaped_rewards
 from vlmrl.algos.logprobs import token_logprobs
 from vlmrl.algos.losses import (
     CLIP_RANGES,
@@ -47,6 +48,8 @@ __all__ = [
     "POLICY_LOSSES",
     "AdvantageEstimator",
     "ClipRange",
+    "CostMode",
+    "CostSpec",
     "KLEstimator",
     "LossAgg",
     "LossSpec",
@@ -70,6 +73,7 @@ __all__ = [
     "kl_k2",
     "kl_k3",
     "kl_penalty",
+    "lagrange_update",
     "masked_mean",
     "papo_loss",
     "perception_kl",
@@ -80,5 +84,6 @@ __all__ = [
     "rloo_advantages",
     "sapo_loss",
     "segment_advantages",
+    "shaped_rewards",
     "token_logprobs",
 ]

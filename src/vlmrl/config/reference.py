@@ -32,10 +32,14 @@ class KeyDoc:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """``{field name: docstring}`` of a dataclass, from the string after each annotated field."""
+    """``{field name: docstring}`` of a dataclass, from the string after each annotated field
+    (inherited fields' from their own class's source)."""
+    docs: dict[str, str] = {}
+    for base in cls.__mro__[1:]:
+        if dataclasses.is_dataclass(base):
+            docs |= field_docs(base)
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # the ClassDef's statements
-    docs: dict[str, str] = {}
     for stmt, nxt in zip(body, [*body[1:], None], strict=True):
         if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
             is_doc = isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)

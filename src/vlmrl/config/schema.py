@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlmrl.algos import AdvantageEstimator, KLEstimator, LossAgg, PolicyLoss
+from vlmrl.algos import AdvantageEstimator, CostMode, CostSpec, KLEstimator, LossAgg, PolicyLoss
 
 #: ``train.schedule`` (``vlmrl.run.optim.lr_factor``): warm-up, then constant or a cosine to 0.
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
@@ -34,6 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.kl_estimator": _names(KLEstimator),
     "algo.kl_placement": ("loss", "reward"),
     "algo.credit": CREDITS,
+    "env.cost_mode": _names(CostMode),
     "algo.papo_kl_estimator": _names(KLEstimator),
     "rollout.noise_schedule": ("constant", "linear", "cosine", "sigmoid"),
     "rollout.engine": ("hf", "vllm"),
@@ -350,7 +351,7 @@ class SFTConfig:
 
 
 @dataclass
-class EnvConfig:
+class EnvConfig(CostSpec):
     """Multi-turn tool use (``vlmrl.envs``, ``vlmrl.rollout.multiturn``); ``name: null`` = single-turn."""
 
     name: str | None = None

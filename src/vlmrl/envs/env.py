@@ -34,7 +34,7 @@ from PIL import Image
 from vlmrl.data.sample import IMAGE_PLACEHOLDER, Sample
 from vlmrl.envs.toolcall import CLOSE, OPEN, has_tool_call, parse_tool_call
 from vlmrl.envs.tools import REGIONS, TOOL_NAMES, Tool, ToolContext, ToolOutput, build_tools, run_tool
-from vlmrl.envs.types import Observation, StepResult, ToolCallError
+from vlmrl.envs.types import Observation, StepResult, ToolCallError, step_info
 from vlmrl.rewards.accuracy import accuracy_reward
 from vlmrl.rewards.parse import ANSWER_CLOSE, ANSWER_OPEN
 from vlmrl.rewards.types import RewardBreakdown
@@ -275,15 +275,7 @@ class ToolEnv:
     def _info(
         self, kind: str, tool: str | None, valid: bool, error: str | None, start: float
     ) -> dict[str, Any]:
-        return {
-            "kind": kind,
-            "tool": tool,
-            "valid": valid,
-            "error": error,
-            "latency_s": time.perf_counter() - start,
-            "turn": self.turns,
-            "tool_calls": self.tool_calls,
-        }
+        return step_info(kind, tool, valid, error, start, turn=self.turns, tool_calls=self.tool_calls)
 
 
 def env_kwarg_names() -> list[str]:

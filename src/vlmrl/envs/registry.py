@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from vlmrl.envs.env import ToolEnv
+from vlmrl.envs.gui import GuiEnv
 from vlmrl.envs.types import VisualEnv
 from vlmrl.errors import UserError
 
@@ -62,3 +63,4 @@ def make_env(name: str, **kwargs: Any) -> Callable[[], VisualEnv]:
 
 register_env("tools", ToolEnv)
 register_env("no_tools", partial(ToolEnv, tools=()))
+register_env("gui", GuiEnv)

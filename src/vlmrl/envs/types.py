@@ -8,6 +8,7 @@ imports model code (``envs`` sits beside ``rewards`` below ``train``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -61,6 +62,21 @@ class StepResult:
     observation: Observation | None  # None when done
     done: bool
     info: dict[str, Any]
+
+
+def step_info(
+    kind: str, tool: str | None, valid: bool, error: str | None, start: float, **extra: Any
+) -> dict[str, Any]:
+    """A :class:`StepResult`'s ``info``: the keys every env gives, ``latency_s`` since ``start``
+    (a ``time.perf_counter()`` reading), then the env's own ``extra`` keys."""
+    return {
+        "kind": kind,
+        "tool": tool,
+        "valid": valid,
+        "error": error,
+        "latency_s": time.perf_counter() - start,
+        **extra,
+    }
 
 
 @runtime_checkable

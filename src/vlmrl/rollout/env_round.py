@@ -21,8 +21,18 @@ from vlmrl.data import Sample
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.multiturn import MultiTurnSpec, multiturn_rollout
 from vlmrl.rollout.rollouts import stack_parts
+from vlmrl.rollout.safety import CostControl
 from vlmrl.rollout.trajectory import Trajectory, episode_metrics
 from vlmrl.rollout.trajectory_log import trajectory_log
+
+__all__ = [
+    "CostControl",
+    "env_factory",
+    "env_rollout_round",
+    "score_trajectories",
+    "spec_from_config",
+    "write_env_rollouts",
+]
 
 
 def env_factory(cfg: TrainConfig):

@@ -196,11 +196,14 @@ def multiturn_rollout(
                 break
             caps = [min(spec.turn_max_new_tokens, spec.max_total_tokens - len(t.ids)) for t in active]
             engine.max_new_tokens = max(caps)
+            t_round = time.perf_counter()
             if rnd == 0:  # every trajectory still equals its prompt: one prefill per prompt, G samples
                 out = engine.generate(enc, g, greedy=spec.greedy)
             else:
                 out = engine.generate(_round_inputs(prompts, active, pad_id), 1, greedy=spec.greedy)
+            t_round = time.perf_counter() - t_round  # every active episode waited this long for its action
             for i, (t, cap) in enumerate(zip(active, caps, strict=True)):
+                t.gen_s += t_round
                 n = min(int(out.completion_lengths[i]), cap)
                 ids = out.completion_ids[i, :n].tolist()
                 lp = out.sampler_logprobs[i, :n].tolist()

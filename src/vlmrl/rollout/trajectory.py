@@ -43,7 +43,8 @@ class Trajectory:
     done: bool = False
     finish: str = "stop"  # "stop" | "length" (turn/token budget) | "invalid_vision_token"
     budget_hit: bool = False
-    latency_s: float = 0.0
+    latency_s: float = 0.0  # time spent in env.step
+    gen_s: float = 0.0  # wall time of the generation rounds this episode waited on (one per model turn)
 
     @property
     def model_turns(self) -> int:
@@ -66,7 +67,11 @@ def episode_metrics(trajs: list[Trajectory]) -> dict[str, float]:
     """``env/*`` means over episodes: tool calls, validity of attempted calls, turns, budget hits, latency.
 
     ``valid_call_rate`` = valid tool calls / attempted ones (a turn whose env info says ``tool``
-    or whose text holds ``<tool_call>``); 0 when nothing was attempted.
+    or whose text holds ``<tool_call>``); 0 when nothing was attempted. Per action (model turn):
+    ``tokens_per_action`` = model tokens / model turns and ``wall_s_per_action`` = (generation
+    rounds waited on + env time) / model turns, over all episodes. Environments with a safety
+    cost (``env.cost()``, e.g. the GUI world) add ``cost`` (mean episode cost) and
+    ``unsafe_rate`` (fraction of episodes with a cost > 0).
     """
     calls = valid = attempts = 0
     for t in trajs:
@@ -80,10 +85,18 @@ def episode_metrics(trajs: list[Trajectory]) -> dict[str, float]:
             if turn.info.get("kind") == "tool":
                 calls += 1
     n = max(len(trajs), 1)
-    return {
+    actions = max(sum(t.model_turns for t in trajs), 1)
+    out = {
         "env/tool_calls_per_episode": calls / n,
         "env/valid_call_rate": valid / attempts if attempts else 0.0,
         "env/turns": sum(t.model_turns for t in trajs) / n,
         "env/budget_hit_rate": sum(t.budget_hit for t in trajs) / n,
         "env/latency_s": sum(t.latency_s for t in trajs) / n,
+        "env/tokens_per_action": sum(sum(t.mask) for t in trajs) / actions,
+        "env/wall_s_per_action": sum(t.gen_s + t.latency_s for t in trajs) / actions,
     }
+    costs = [float(t.env.cost()) for t in trajs if callable(getattr(t.env, "cost", None))]
+    if costs:
+        out["env/cost"] = sum(costs) / len(costs)
+        out["env/unsafe_rate"] = sum(c > 0 for c in costs) / len(costs)
+    return out

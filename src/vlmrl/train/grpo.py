@@ -65,7 +65,7 @@ from vlmrl.models.vision import apply_vision_policy
 from vlmrl.rewards.plugins import reward_from_config
 from vlmrl.rewards.sr1 import SR1
 from vlmrl.rollout.batch import RolloutBatch, encode_prompts
-from vlmrl.rollout.env_round import env_rollout_round, write_env_rollouts
+from vlmrl.rollout.env_round import CostControl, env_rollout_round, write_env_rollouts
 from vlmrl.rollout.noisy import noisy_reward_metrics, noisy_rollouts
 from vlmrl.rollout.rollout_log import write_rollouts
 from vlmrl.rollout.rollouts import Rollouts
@@ -153,6 +153,7 @@ class GRPOTrainer:
         self.step = 0
         self.report_path: Path | None = None
         self.guard = FiniteGuard(self.policy.model, self.run_dir, cfg.train.nonfinite_patience)
+        self.safety = CostControl.from_config(cfg.env, ckpt)  # env.cost_mode: R − λ·C, λ fixed or learned
         position = 0
         if ckpt is not None:
             state = load_checkpoint(ckpt, self.optimizer)
@@ -257,7 +258,7 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         with self.guard.sampling(self.step):  # NaN / inf probabilities: one line, not a traceback
             ro = self._collect()
-        batch, rewards, metrics = ro.batch, ro.rewards, ro.metrics
+        batch, rewards, metrics = ro.batch, self.safety.apply(ro), ro.metrics  # safety cost: R − λ·C
         metrics |= self.engine.pop_metrics()  # vLLM: its log-probs vs the policy's (vllm_engine.py)
         t_gen = time.perf_counter() - t0
         truncated = torch.tensor([r == "length" for r in batch.finish_reasons])
@@ -355,6 +356,7 @@ class GRPOTrainer:
     def save(self) -> Path:
         """Rank 0 writes the checkpoint (replicas are identical), with every rank's sampling generator."""
         state = {"step": self.step, "data_position": self.stream.position, "world_size": self.dist.world}
+        state |= self.safety.state()  # the cost multiplier λ (rollout/safety.py)
         if has_lora(self.policy.model):
             state["lora_base"] = self.cfg.model.path  # model/ is merged; trainable.safetensors fits this base
         path = self.run_dir / "checkpoints" / f"step_{self.step}"

@@ -1,0 +1,137 @@
+"""The safety cost in training: the Lagrange multiplier by hand, the trainer's cost control
+(penalty vs lagrangian), per-action metrics, and one GRPO step on the GUI env with the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from vlmrl.algos.lagrangian import lagrange_update, shaped_rewards
+from vlmrl.config import load_config
+from vlmrl.config.load import ConfigError
+from vlmrl.config.schema import EnvConfig
+from vlmrl.envs import make_env
+from vlmrl.rollout.rollouts import Rollouts
+from vlmrl.rollout.safety import CostControl
+from vlmrl.rollout.trajectory import Trajectory, Turn, episode_metrics
+from vlmrl.rollout.trajectory_log import replay
+
+
+def test_lagrange_update_by_hand():
+    # target d = 0.1, lr = 2: a round with mean cost 0.6 raises λ by 2·(0.6 − 0.1) = 1.0
+    lam = lagrange_update(0.0, 0.6, 0.1, 2.0)
+    assert lam == pytest.approx(1.0)
+    # a safe round (cost 0) lowers it by 2·0.1 = 0.2
+    lam = lagrange_update(lam, 0.0, 0.1, 2.0)
+    assert lam == pytest.approx(0.8)
+    # and it never goes below 0: 0.8 + 2·(0 − 0.5) = −0.2 → 0
+    assert lagrange_update(lam, 0.0, 0.5, 2.0) == 0.0
+    # exactly on target: unchanged
+    assert lagrange_update(0.3, 0.1, 0.1, 7.0) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="lr"):
+        lagrange_update(0.0, 1.0, 0.1, -1.0)
+
+
+def test_shaped_rewards_by_hand():
+    r = torch.tensor([1.0, 1.0, 0.0, 0.5])
+    c = torch.tensor([0.0, 1.0, 2.0, 0.0])
+    # λ = 0.5: [1 − 0, 1 − 0.5, 0 − 1, 0.5 − 0]
+    assert shaped_rewards(r, c, 0.5).tolist() == [1.0, 0.5, -1.0, 0.5]
+    with pytest.raises(ValueError, match="shape"):
+        shaped_rewards(r, c[:2], 0.5)
+
+
+def _round(costs: list[float], rewards: list[float]) -> Rollouts:
+    trajs = [Trajectory(env=SimpleNamespace(cost=lambda c=c: c), group=0) for c in costs]
+    return Rollouts([], None, torch.tensor(rewards), {}, {}, trajs)  # type: ignore[arg-type]
+
+
+def test_cost_control_penalty_keeps_lambda_and_lagrangian_moves_it(tmp_path):
+    fixed = CostControl("penalty", coef=0.5)
+    ro = _round([1.0, 0.0, 2.0, 0.0], [1.0, 1.0, 1.0, 0.0])
+    assert fixed.apply(ro).tolist() == [0.5, 1.0, 0.0, 0.0] and ro.rewards.tolist() == [0.5, 1.0, 0.0, 0.0]
+    # mean cost (1 + 0 + 2 + 0) / 4 = 0.75; 2 of 4 episodes unsafe
+    assert ro.metrics == {"safety/lambda": 0.5, "safety/episode_cost": 0.75, "safety/unsafe_rate": 0.5}
+    assert fixed.lam == 0.5
+    plain = CostControl("penalty", coef=0.0)
+    ro = _round([1.0, 0.0], [1.0, 1.0])
+    assert plain.apply(ro).tolist() == [1.0, 1.0] and ro.metrics["safety/unsafe_rate"] == 0.5  # logged only
+    lag = CostControl("lagrangian", coef=0.0, target=0.25, lr=2.0)
+    ro = _round([1.0, 0.0, 2.0, 0.0], [1.0, 1.0, 1.0, 0.0])
+    assert lag.apply(ro).tolist() == [1.0, 1.0, 1.0, 0.0]  # λ = 0 this round ...
+    assert lag.lam == pytest.approx(2.0 * (0.75 - 0.25))  # ... 1.0 for the next
+    ro = _round([1.0, 0.0], [1.0, 1.0])
+    assert lag.apply(ro).tolist() == [0.0, 1.0] and ro.metrics["safety/lambda"] == pytest.approx(1.0)
+    assert lag.lam == pytest.approx(1.0 + 2.0 * (0.5 - 0.25))
+    # λ survives a checkpoint: state.json's cost_lambda
+    (tmp_path / "state.json").write_text(json.dumps({"step": 3, **lag.state()}))
+    back = CostControl.from_config(EnvConfig(cost_mode="lagrangian", cost_target=0.25, cost_lr=2.0), tmp_path)
+    assert back.lam == pytest.approx(1.5) and back.mode == "lagrangian"
+    # environments without a cost (the tool env) pass through, with no safety/* metrics
+    ro = Rollouts([], None, torch.tensor([1.0]), {}, {}, [Trajectory(env=object(), group=0)])  # type: ignore[arg-type]
+    assert lag.apply(ro).tolist() == [1.0] and ro.metrics == {}
+
+
+def test_per_action_metrics_by_hand():
+    class E:
+        def __init__(self, c):
+            self.c = c
+
+        def cost(self):
+            return self.c
+
+    a = Trajectory(env=E(0.0), group=0, mask=[1.0] * 6 + [0.0] * 20, gen_s=0.3, latency_s=0.1)
+    a.turns = [Turn("assistant", "x"), Turn("user", "o"), Turn("assistant", "y")]
+    b = Trajectory(env=E(2.0), group=0, mask=[1.0] * 4, gen_s=0.2, latency_s=0.0)
+    b.turns = [Turn("assistant", "z")]
+    m = episode_metrics([a, b])
+    assert m["env/tokens_per_action"] == pytest.approx((6 + 4) / 3)  # model tokens / model turns
+    assert m["env/wall_s_per_action"] == pytest.approx((0.3 + 0.1 + 0.2) / 3)
+    assert m["env/turns"] == 1.5 and m["env/cost"] == 1.0 and m["env/unsafe_rate"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("env.cost_mode=constrained", "env.cost_mode"), ("env.cost_lr=-1", "env.cost_lr"),
+     ("env.kwargs={latency_penalty: -1}", "env.kwargs")],
+)  # fmt: skip
+def test_cost_config_errors_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(overrides=["env.name=gui", "data.task=gui", override])
+
+
+def test_grpo_step_on_the_gui_env_lagrangian(tiny_dir, tmp_path):
+    from vlmrl.train.grpo import GRPOTrainer
+
+    cfg = load_config(
+        overrides=[
+            f"model.path={tiny_dir}", f"log.run_dir={tmp_path}", "data.task=gui", "train.batch_prompts=2",
+            "rollout.n=2", "env.name=gui", "env.max_turns=2", "env.turn_max_new_tokens=6",
+            "env.max_total_tokens=200", "env.cost_mode=lagrangian", "env.cost_coef=0.5",
+            "env.cost_target=0.1", "env.cost_lr=1.0", "eval.every=0", "data.eval_size=1",
+            "log.progress=false", "log.tensorboard=false", "log.rollouts_per_step=4", "train.steps=1",
+        ]
+    )  # fmt: skip
+    trainer = GRPOTrainer(cfg)
+    metrics = trainer.train_step()
+    for key in ("safety/lambda", "safety/episode_cost", "safety/unsafe_rate", "env/tokens_per_action",
+                "env/wall_s_per_action", "env/turns", "env/cost", "reward/accuracy", "reward/latency",
+                "actor/pg_loss"):  # fmt: skip
+        assert key in metrics, key
+    assert metrics["safety/lambda"] == 0.5  # the λ this step used
+    assert trainer.safety.lam == pytest.approx(max(0.0, 0.5 + (metrics["safety/episode_cost"] - 0.1)))
+    assert 0 < metrics["env/tokens_per_action"] <= 6 and metrics["env/wall_s_per_action"] > 0
+    assert math.isfinite(metrics["actor/pg_loss"])
+    rows = [json.loads(x) for x in (tmp_path / "rollouts" / "step_1.jsonl").read_text().splitlines()]
+    for row in rows:  # each logged GUI episode replays: same screens, same reward
+        rep = replay(row, make_env("gui", max_turns=2, max_tool_calls=3)(), tmp_path / "rollouts")
+        assert rep.matches and rep.reward.parts == pytest.approx(row["reward_parts"])
+    path = trainer.save()
+    saved = json.loads((path / "state.json").read_text())
+    assert saved["cost_lambda"] == pytest.approx(trainer.safety.lam)
+    ev = trainer.evaluate()
+    assert "eval/accuracy" in ev and "eval/unsafe_rate" in ev and "eval/tokens_per_action" in ev
