@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from PIL import Image
 
 from vlmrl.algos.lagrangian import lagrange_update, shaped_rewards
 from vlmrl.config import load_config
@@ -104,7 +105,7 @@ def test_cost_config_errors_name_the_key(override, key):
         load_config(overrides=["env.name=gui", "data.task=gui", override])
 
 
-def test_grpo_step_on_the_gui_env_lagrangian(tiny_dir, tmp_path):
+def test_grpo_step_on_the_gui_env_lagrangian_and_its_turn_view(tiny_dir, tmp_path):
     from vlmrl.train.grpo import GRPOTrainer
 
     cfg = load_config(
@@ -135,3 +136,48 @@ def test_grpo_step_on_the_gui_env_lagrangian(tiny_dir, tmp_path):
     assert saved["cost_lambda"] == pytest.approx(trainer.safety.lam)
     ev = trainer.evaluate()
     assert "eval/accuracy" in ev and "eval/unsafe_rate" in ev and "eval/tokens_per_action" in ev
+    trainer.logger.log(trainer.step, metrics | ev)  # metrics.jsonl: what report.html reads
+    trainer.logger.close()
+    _check_turn_view(tmp_path, tmp_path / "rollouts" / "step_1.jsonl")
+
+
+def _check_turn_view(run, rollouts) -> None:
+    """An ideal GUI episode (from the ground-truth expert, as SFT traces are) logged beside a real
+    step's rollouts: each click turn shows the screen it clicked on with the click marked; a hostile
+    model text and a hostile logged click stay escaped; headless Chromium loads every image."""
+    from test_report import _rendered_body
+    from vlmrl.data import generate
+    from vlmrl.envs import sft_trace
+    from vlmrl.eval.report import write_report
+    from vlmrl.rollout.trajectory_log import trajectory_log
+
+    real = [json.loads(x) for x in rollouts.read_text().splitlines()]
+    s = generate("gui", 1, seed=2, kinds=("remove",))[0]
+    env = make_env("gui", max_turns=12, max_tool_calls=12)()
+    traj = Trajectory(env=env, group=0)
+    env.reset(s)
+    for turn in sft_trace(s, "gui", max_turns=12, max_tool_calls=12):
+        if turn["role"] == "user":
+            traj.turns.append(Turn("user", turn["text"], list(turn["images"])))
+        else:
+            traj.turns.append(Turn("assistant", turn["text"], info=env.step(turn["text"]).info))
+    assert env.reward().parts["accuracy"] == 1.0 and env.cost() == 0.0
+    log = json.loads(json.dumps(trajectory_log(traj, s, rollouts.parent, "ideal")))
+    clicks = [t for t in log["turns"] if t.get("click_image")]
+    calls = [t["tool_call"] for t in log["turns"] if t["role"] == "assistant"]
+    n_clicks = sum(c["name"] == "click" for c in calls)
+    assert len(clicks) == n_clicks >= 2
+    x, y = (int(v) for v in clicks[0]["click"])
+    marked = Image.open(rollouts.parent / clicks[0]["click_image"]).convert("RGB")
+    r = max(3, marked.width // 40)
+    assert marked.getpixel((x + r, y)) == (255, 0, 0) != s.images[0].getpixel((x + r, y))  # the ring
+    hostile = "<img src=x onerror=\"document.body.dataset.pwned='1'\">"
+    log["turns"][1]["text"] += hostile
+    log["turns"][1]["click"] = hostile
+    with rollouts.open("a") as f:
+        f.write(json.dumps(real[0] | {"sample_id": "ideal", "trajectory": log}) + "\n")
+    page = write_report(run).read_text()
+    assert hostile not in page and page.count("_click.png") >= n_clicks
+    attrs, _ = _rendered_body((run / "report.html").resolve().as_uri() + "?step=all", run / "chromium")
+    assert attrs.get("ready") == "1" and "pwned" not in attrs
+    assert int(attrs["images-loaded"]) == int(attrs["images-total"]) > n_clicks  # screens + marked clicks

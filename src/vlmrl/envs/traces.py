@@ -13,6 +13,8 @@ import json
 from typing import Any
 
 from vlmrl.data.sample import Sample
+from vlmrl.envs.gui.env import GuiEnv
+from vlmrl.envs.gui.traces import GUI_TASKS, gui_calls, gui_trace
 from vlmrl.envs.registry import make_env
 from vlmrl.envs.toolcall import CLOSE, OPEN
 from vlmrl.envs.types import ToolCall
@@ -27,6 +29,8 @@ def ideal_calls(sample: Sample) -> list[ToolCall]:
     True
     """
     facts = sample.facts or {}
+    if sample.task in GUI_TASKS:  # the GUI expert's actions, played on the world
+        return gui_calls(sample)
     if sample.task == "zoom":
         return [ToolCall("zoom_in", {"region": facts["region"]})]
     if sample.task == "measure":
@@ -45,11 +49,14 @@ def sft_trace(sample: Sample, env_name: str = "tools", **kwargs: Any) -> list[di
     """The ideal conversation for ``sample`` in env ``env_name`` (built with ``kwargs``).
 
     Returns ``[{"role": "user", "text": ..., "images": [...]}, {"role": "assistant", "text": ...},
-    ...]``, ending with the assistant's ``<answer>gold</answer>``. Calls to tools the env does
+    ...]``, ending with the assistant's ``<answer>gold</answer>`` (GUI tasks: with ``done()``,
+    :func:`vlmrl.envs.gui.traces.gui_trace`). Calls to tools the env does
     not offer are skipped, and calls are cut to fit the env's budgets. Raises ``ValueError`` if
     the finished trace does not score accuracy 1 (a task/env mismatch worth hearing about).
     """
     env = make_env(env_name, **kwargs)()
+    if isinstance(env, GuiEnv):  # the screen changes after each action: the expert reads it each turn
+        return gui_trace(sample, env)
     first = env.reset(sample)
     trace: list[dict[str, Any]] = [{"role": "user", "text": first.text, "images": list(first.images)}]
     offered = set(getattr(env, "tools", {}) or {})

@@ -207,5 +207,8 @@ def _conversation(run_dir: Path, r: dict) -> str:
         else:
             body = f"<pre>{_e(str(t.get('text', ''))[:MAX_COMPLETION_CHARS])}</pre>"
         imgs = _images(run_dir, t.get("images")) if t.get("images") else ""
+        if role == "assistant" and t.get("click_image"):  # GUI episodes: the screen, click marked
+            marked = _images(run_dir, [t["click_image"]])
+            imgs += f'<div class="dim">click {_e(t.get("click"))}</div>{marked}'
         out.append(f'<div class="turn {role}">{head}{body}{imgs}</div>')
     return f'<div class="turns">{"".join(out)}</div>'

@@ -37,12 +37,14 @@ def trajectory_log(t: Trajectory, sample, out_dir: Path, prefix: str) -> dict[st
     img_dir = out_dir / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     turns = []
+    screen = sample.images[-1] if sample.images else None  # the last image the model was shown
     for k, turn in enumerate(t.turns):
         refs = []
         for j, im in enumerate(turn.images):
             ref = img_dir / f"{prefix}_t{k}_{j}.png"
             im.save(ref)
             refs.append(str(ref.relative_to(out_dir)))
+            screen = im
         row: dict[str, Any] = {"role": turn.role, "text": turn.text, "images": refs}
         if turn.role == "assistant":
             row["kind"] = turn.info.get("kind")
@@ -50,6 +52,7 @@ def trajectory_log(t: Trajectory, sample, out_dir: Path, prefix: str) -> dict[st
             row["valid"] = bool(turn.info.get("valid", False))
             row["error"] = turn.info.get("error")
             row["tool_call"] = _parsed_call(turn.text)
+            row |= _click_view(turn.info.get("click"), screen, img_dir, f"{prefix}_t{k}_click", out_dir)
         turns.append(row)
     sample_imgs = []
     for j, im in enumerate(sample.images):
@@ -68,6 +71,19 @@ def trajectory_log(t: Trajectory, sample, out_dir: Path, prefix: str) -> dict[st
             "images": sample_imgs,
         },
     }
+
+
+def _click_view(click: Any, screen: Image.Image | None, img_dir: Path, name: str, out_dir: Path) -> dict:
+    """GUI turns (``info["click"]`` = the env's clipped ``[x, y]``): the screen the model clicked on,
+    with the click marked, saved beside the other images (``click``, ``click_image``)."""
+    numbers = isinstance(click, (list, tuple)) and all(isinstance(v, (int, float)) for v in click)
+    if not numbers or len(click) != 2 or screen is None:
+        return {}
+    from vlmrl.envs.gui.render import mark_click
+
+    ref = img_dir / f"{name}.png"
+    mark_click(screen, float(click[0]), float(click[1])).save(ref)
+    return {"click": [float(click[0]), float(click[1])], "click_image": str(ref.relative_to(out_dir))}
 
 
 def _parsed_call(text: str) -> dict | None:
