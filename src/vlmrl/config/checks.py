@@ -96,3 +96,33 @@ def check_run_dir(run_dir: str | Path, model_path: str | None = None, key: str =
             root,
         )
     return root
+
+
+def fsdp_conflicts(cfg: TrainConfig) -> list[str]:
+    """The settings ``train.strategy: fsdp`` cannot run yet, as ``key=value`` (empty: none).
+
+    Under FSDP2 every forward is a collective, so every rank must run the same forwards in the
+    same order. These features run forwards on rank 0 alone (drift monitor), a data-dependent
+    number of them per rank (multi-turn episodes, DAPO refills, PAPO's masked pass, noisy and
+    SR1 re-asks, the blind and POPE probes), or hold a second copy of the tower (the anchor), or
+    sample outside the sharded model (vLLM); none is tested sharded, so each is refused at load.
+    """
+    a, e = cfg.algo, cfg.eval
+    checks = {
+        "algo.papo_coef": a.papo_coef > 0,
+        "vision.anchor_coef": cfg.vision.anchor_coef > 0,
+        "env.name": cfg.env.name is not None,
+        "eval.drift": e.drift,
+        "eval.blind": e.blind,
+        "eval.pope_size": e.pope_size > 0,
+        "rollout.engine": cfg.rollout.engine != "hf",
+        "rollout.noisy_frac": cfg.rollout.noisy_frac > 0,
+        "algo.dynamic_sampling": a.dynamic_sampling,
+        "algo.sr1_check": a.sr1_check,
+    }
+    return [f"{k}={_get(cfg, k)!r}" for k, on in checks.items() if on]
+
+
+def _get(cfg: TrainConfig, key: str) -> object:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)

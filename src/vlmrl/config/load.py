@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from vlmrl.config.checks import fsdp_conflicts
 from vlmrl.config.schema import CHOICES, TrainConfig
 from vlmrl.errors import UserError
 
@@ -228,6 +229,8 @@ def _validate(cfg: TrainConfig) -> None:
         )
     _validate_vision_rl(cfg)
     _validate_env(cfg)
+    if cfg.train.strategy == "fsdp" and (bad := fsdp_conflicts(cfg)):
+        raise ConfigError(f"train.strategy: fsdp does not support {', '.join(bad)} yet; turn off or use dp")
     total = cfg.train.batch_prompts * cfg.rollout.n
     if total % cfg.train.minibatches:
         raise ConfigError(

@@ -13,6 +13,8 @@ from vlmrl.algos import AdvantageEstimator, CostMode, CostSpec, KLEstimator, Los
 
 #: ``train.schedule`` (``vlmrl.run.optim.lr_factor``): warm-up, then constant or a cosine to 0.
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+#: ``train.strategy``: replicated data parallel (``run/dist.py``) or FSDP2 sharding (``run/fsdp.py``).
+STRATEGIES: tuple[str, ...] = ("dp", "fsdp")
 #: ``algo.credit`` (``vlmrl.vision.credit``): one advantage per response, or per ``<look>`` segment.
 CREDITS: tuple[str, ...] = ("scalar", "segment")
 #: ``vision.train`` (``vlmrl.models.vision.apply_vision_policy``).
@@ -39,6 +41,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "rollout.noise_schedule": ("constant", "linear", "cosine", "sigmoid"),
     "rollout.engine": ("hf", "vllm"),
     "train.schedule": SCHEDULES,
+    "train.strategy": STRATEGIES,
+    "train.fsdp_param_dtype": ("float32", "bfloat16", "float16"),
     "reward.trl_completions": TRL_COMPLETIONS,
     "vision.train": VISION_MODES,
     "data.image_bounds": ("reject", "resize"),
@@ -291,6 +295,14 @@ class LoopConfig:
     """Max global grad norm (0: off)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward (HF, non-reentrant): less memory, ~1 more forward of time."""
+    strategy: str = "dp"
+    """Many processes: ``dp`` replicates the model on every rank (``run/dist.py``); ``fsdp`` shards
+    parameters, gradients, optimizer state and the KL reference over ranks (FSDP2, ``run/fsdp.py``;
+    what it does not support yet is refused at load, docs/guides/scaling.md)."""
+    fsdp_param_dtype: str = "float32"
+    """``fsdp`` only: dtype of the gathered parameters in forward and backward (FSDP2's
+    ``MixedPrecisionPolicy.param_dtype``); the sharded weights, optimizer state and the gradient
+    reduction stay in ``model.dtype`` / float32. ``bfloat16`` halves the all-gather traffic."""
     seed: int = 0
     """Seed for sampling and initialisation."""
     save_every: int = 50

@@ -25,7 +25,7 @@ from transformers import GenerationConfig
 
 from vlmrl.algos import token_logprobs
 from vlmrl.rollout.batch import RolloutBatch
-from vlmrl.rollout.sampler import fast_sampling_supported, sample
+from vlmrl.rollout.sampler import fast_sampling_supported, lockstep, sample
 
 
 @contextmanager
@@ -148,7 +148,9 @@ class HFEngine:
         inputs = {k: v.to(model.device) for k, v in prompt_inputs.items() if k != "images_per_prompt"}
         try:
             with draws_from(self.generator):
-                out = model.generate(**inputs, generation_config=self._gen_config(n, greedy))
+                out = model.generate(  # FSDP-sharded: all ranks decode until all are done
+                    **inputs, generation_config=self._gen_config(n, greedy), synced_gpus=lockstep(model)
+                )
         finally:
             model.train(was_training)
         p_len = inputs["input_ids"].shape[1]

@@ -10,7 +10,8 @@ prefilled once, the KV cache is repeated to B·G rows, and a plain decode loop s
 
 — the distribution ``generate`` draws from with ``bad_words_ids`` + temperature + ``top_p`` and
 ``top_k = 0``, and the same log-probs it returns with ``output_logits``. Finished rows keep
-receiving ``pad_id`` (as ``generate`` does); the loop stops when every row has hit a stop token.
+receiving ``pad_id`` (as ``generate`` does); the loop stops when every row has hit a stop token
+(on every rank, when the model is FSDP-sharded: :func:`lockstep`).
 
 Positions: Qwen2-VL-family models place tokens with 3-D M-RoPE from ``get_rope_index``; a
 generated text token sits at ``valid prompt tokens + rope_delta + t`` on all three axes (the
@@ -34,6 +35,28 @@ def fast_sampling_supported(model, prompt_inputs: dict[str, torch.Tensor]) -> bo
         return False
     keys = set(prompt_inputs) - {"images_per_prompt"}
     return keys <= _KNOWN_KEYS and "mm_token_type_ids" in keys and _rope_owner(model) is not None
+
+
+def lockstep(model) -> bool:
+    """Whether ``model`` is FSDP2-sharded over several ranks: then each forward all-gathers its
+    weights, a collective, so every rank must run the same number of decode steps (``train.strategy:
+    fsdp``). Sampling then stops when *every* rank's rows have stopped; a finished row keeps
+    receiving ``pad_id``, so the extra steps change no completion."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule) and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _any_running(running: torch.Tensor, synced: bool) -> bool:
+    """Whether a row is still sampling here or, when ``synced``, on any rank (one tiny all-reduce)."""
+    if not synced:
+        return bool(running.any())
+    import torch.distributed as dist
+
+    flag = running.any().to(torch.int32).reshape(1)  # on the model's device: cpu for gloo, cuda for nccl
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def _top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -85,6 +108,7 @@ def sample(
     stops = torch.tensor(stop_ids, device=device)
     banned_t = torch.tensor(banned, dtype=torch.long, device=device) if banned else None
     running = torch.ones(num, dtype=torch.bool, device=device)
+    synced = lockstep(model)
     tokens, logps = [], []
     for t in range(max_new_tokens):
         scores = logits.float() / temp  # [N, V]
@@ -101,7 +125,7 @@ def sample(
         tokens.append(tok)
         logps.append(logp_all.gather(1, tok[:, None]).squeeze(1))
         running &= ~torch.isin(tok, stops)
-        if not running.any() or t == max_new_tokens - 1:
+        if t == max_new_tokens - 1 or not _any_running(running, synced):
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # [N, P+t+1]
         step_pos = (next_pos + t).view(1, num, 1).expand(3, num, 1)  # [3, N, 1]

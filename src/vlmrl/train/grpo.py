@@ -35,8 +35,8 @@ the one-process update on the same global batch (tested on CPU/gloo: 1e-6):
 - metrics are reduced (loss shares summed, times maxed, other means weighted by rollouts);
   rank 0 alone evaluates (others wait at a barrier) and writes metrics.jsonl, tensorboard,
   rollouts (its shard), checkpoints and the report; checkpoints load at any W.
-Not implemented: FSDP2 sharding (sampling with HF ``generate`` would need every rank in step
-for each token, evaluation on all ranks, and balanced micro-batches; see README).
+``train.strategy: fsdp`` shards parameters, gradients, optimizer state and the reference over the
+ranks instead (FSDP2; sampling and evaluation in lockstep on every rank; see ``run/fsdp.py``).
 """
 
 from __future__ import annotations
@@ -70,12 +70,7 @@ from vlmrl.rollout.noisy import noisy_reward_metrics, noisy_rollouts
 from vlmrl.rollout.rollout_log import write_rollouts
 from vlmrl.rollout.rollouts import Rollouts
 from vlmrl.rollout.vllm_engine import build_engine
-from vlmrl.run.checkpoint import (
-    load_checkpoint,
-    load_trainable,
-    prune_checkpoints,
-    save_checkpoint,
-)
+from vlmrl.run.checkpoint import load_trainable, prune_checkpoints
 from vlmrl.run.dist import (
     barrier,
     broadcast_params,
@@ -86,6 +81,7 @@ from vlmrl.run.dist import (
     reduce_metrics,
 )
 from vlmrl.run.finite import FiniteGuard
+from vlmrl.run.fsdp import checkpoint_writer, load_run_checkpoint, shard_for_strategy
 from vlmrl.run.metrics import MetricsLogger, NullLogger
 from vlmrl.run.optim import build_optimizer, lr_factor, set_lr
 from vlmrl.run.seeding import checkpoint_rng, sampling_generator, seed_everything
@@ -144,6 +140,7 @@ class GRPOTrainer:
                 f"reward.weights has {SR1!r} but algo.sr1_check is false: that reward would stay 0"
             )
         self.anchor = build_anchor(cfg, self.policy.model, self.ref, ckpt is not None)  # before any update
+        self.sharded = shard_for_strategy(cfg.train, self.policy.model, self.ref)  # fsdp (run/fsdp.py)
         self.optimizer = build_optimizer(
             self.policy.model, cfg.train.lr, cfg.train.weight_decay, cfg.vision.lr_scale
         )
@@ -156,7 +153,7 @@ class GRPOTrainer:
         self.safety = CostControl.from_config(cfg.env, ckpt)  # env.cost_mode: R − λ·C, λ fixed or learned
         position = 0
         if ckpt is not None:
-            state = load_checkpoint(ckpt, self.optimizer)
+            state = load_run_checkpoint(ckpt, self.policy.model, self.optimizer)  # fsdp: + dcp/ shards
             self.step, position = state["step"], state["data_position"]
         self.sample_rng = sampling_generator(  # this rank's saved stream, else one from (seed, rank, step)
             cfg.train.seed, self.dist.rank, self.step, self.policy.model.device, checkpoint_rng(ckpt)
@@ -325,7 +322,7 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ loop
     def evaluate(self) -> dict[str, float]:
         """Held-out metrics, computed by rank 0 while the other ranks wait (they get ``{}``)."""
-        if not self.dist.is_main:
+        if not (self.dist.is_main or self.sharded):  # fsdp: every forward needs every rank
             barrier()
             return {}
         try:
@@ -361,8 +358,9 @@ class GRPOTrainer:
             state["lora_base"] = self.cfg.model.path  # model/ is merged; trainable.safetensors fits this base
         path = self.run_dir / "checkpoints" / f"step_{self.step}"
         extra_rng = gather_generator_states(self.sample_rng)  # a collective: every rank
+        write = checkpoint_writer(self.policy, self.optimizer, path)  # fsdp: a collective (run/fsdp.py)
         if self.dist.is_main:
-            save_checkpoint(path, self.policy, self.optimizer, state, extra_rng)
+            write(state, extra_rng)
             prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
         barrier()
         return path

@@ -22,6 +22,7 @@ from vlmrl.config.schema import AlgoConfig, LoopConfig
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.shared_prompt import rollout_logprobs
 from vlmrl.run.dist import SUM_KEYS, minibatch_rows, rank_share, reduce_counts, sync_grads
+from vlmrl.run.fsdp import clip_sharded_grads, idle_backward, idle_micro_batches, is_sharded
 from vlmrl.run.seeding import derived_generator
 from vlmrl.vision.anchor import FeatureAnchor
 from vlmrl.vision.papo import masked_batch, merge_size, papo_micro_batch
@@ -103,6 +104,7 @@ def policy_update(
     mask = batch.completion_mask  # [N, C]
     params = [p for p in model.parameters() if p.requires_grad]
     dev = params[0].device if params else torch.device("cpu")  # the loss is computed where the model is
+    sharded = is_sharded(model)  # train.strategy: fsdp (run/fsdp.py)
     sums: dict[str, float] = {}
     n_opt = n_skip = 0
     model.train()
@@ -115,7 +117,9 @@ def policy_update(
             optimizer.zero_grad(set_to_none=True)
             # a group's rows side by side, so a micro-batch shares its prompts' forward (the sum is the same)
             mb = mb[torch.argsort(batch.prompt_index[mb], stable=True)]
-            for micro in mb.split(loop.micro_batch):
+            micros = mb.split(loop.micro_batch)
+            n_idle = idle_micro_batches(model, len(micros))  # fsdp: as many forwards as the busiest rank
+            for micro in micros:
                 rows = micro.tolist()
                 logp, logits = rollout_logprobs(model, batch, rows, spec.temperature)  # shared_prompt.py
                 m = mask[rows].to(dev)
@@ -153,6 +157,8 @@ def policy_update(
                     # pg_loss / kl / entropy are already fractions of the minibatch total: add them up.
                     share = 1.0 if k in SUM_KEYS else len(rows) / len(mb)
                     sums[k] = sums.get(k, 0.0) + v * share
+            for _ in range(n_idle):  # fsdp: every forward is a collective, so every rank joins each
+                idle_backward(model, batch, spec.temperature)
             if anchor is not None:
                 a_loss = anchor.loss(model, batch.prompt_inputs)
                 # a mean over this rank's image tokens; weight it to a mean over every rank's
@@ -162,8 +168,10 @@ def policy_update(
                         (anchor.coef * a_share * a_loss).backward()
                     # this rank's share of the global mean (SUM_KEYS): exact whatever each rank's images
                     sums["vision/anchor_loss"] = sums.get("vision/anchor_loss", 0.0) + a_share * a_loss.item()
-            sync_grads(params)  # sum over ranks (no-op in one process)
-            if loop.grad_clip > 0:
+            sync_grads([] if sharded else params)  # sum over ranks (fsdp: reduce-scattered in the backward)
+            if sharded:
+                gnorm = clip_sharded_grads(params, loop.grad_clip)
+            elif loop.grad_clip > 0:
                 gnorm = torch.nn.utils.clip_grad_norm_(params, loop.grad_clip)
             else:
                 gnorm = torch.linalg.vector_norm(
