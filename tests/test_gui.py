@@ -273,6 +273,9 @@ def test_grounding_episode_is_one_click_inside_the_box():
     outside = (box[0] - 30) % 224, (box[3] + 40) % 224
     env.step(call("click", x=outside[0], y=outside[1]))
     assert env.done and env.reward().parts["accuracy"] == float(inside(tuple(box), *outside))
+    env.reset(s)
+    assert env.step("the button is at the top").done  # single-step: a malformed turn is a miss
+    assert env.reward().parts["accuracy"] == 0.0 and env.reward().parts["format"] == 0.0
 
 
 def test_goal_is_judged_only_after_done():

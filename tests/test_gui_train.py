@@ -136,6 +136,13 @@ def test_grpo_step_on_the_gui_env_lagrangian_and_its_turn_view(tiny_dir, tmp_pat
     assert saved["cost_lambda"] == pytest.approx(trainer.safety.lam)
     ev = trainer.evaluate()
     assert "eval/accuracy" in ev and "eval/unsafe_rate" in ev and "eval/tokens_per_action" in ev
+    # ScreenSpot-style grounding on held-out screens: one click per episode, accuracy = inside the box
+    from vlmrl.data import generate
+    from vlmrl.eval.multiturn import evaluate_multiturn
+
+    held_out = generate("gui_ground", 2, seed=1, split="test")
+    res = evaluate_multiturn(trainer.policy, held_out, cfg, return_outputs=True)
+    assert 0.0 <= res["accuracy"] <= 1.0 and res["turns"] == 1.0 and len(res["outputs"]) == 2
     trainer.logger.log(trainer.step, metrics | ev)  # metrics.jsonl: what report.html reads
     trainer.logger.close()
     _check_turn_view(tmp_path, tmp_path / "rollouts" / "step_1.jsonl")

@@ -7,8 +7,8 @@ sample) and shows its screenshot with the instruction. Each turn holds one
 ``<tool_response>{"result": "..."}</tool_response>`` plus the new screenshot. A malformed, unknown
 or out-of-screen action gets ``<tool_response>{"error": "..."}</tool_response>`` (no screenshot,
 the screen did not change) and counts against the budgets; ``step`` never raises. ``done()`` ends
-the episode and the goal is judged on the world's state; a ``gui_ground`` episode ends after its
-first action, judged on whether it clicked inside the target's box.
+the episode and the goal is judged on the world's state; a ``gui_ground`` episode is one turn,
+judged on whether it is a click inside the target's box.
 
 Budgets: ``max_turns`` model turns, ``max_tool_calls`` actions (``done`` included); the tokens of
 one action are capped by the rollout's ``env.turn_max_new_tokens`` (an action cut by it is
@@ -140,6 +140,9 @@ class GuiEnv:
         events = self.app.costs[before:]
         self.step_costs.append(float(len(events)))
         result.info |= {"cost": float(len(events)), "cost_events": list(events)}
+        if not result.done and self.facts["kind"] == "ground":  # single-step: a bad turn is a miss
+            self.done = True
+            result = StepResult(None, True, result.info)
         if not result.done and self.turns >= self.max_turns:
             self.budget_hit, self.done = "max_turns", True
             result = StepResult(None, True, {**result.info, "kind": "budget", "budget": "max_turns"})
