@@ -8,7 +8,7 @@ process, and sharded over 1 and 2 spawned ranks (FSDP2 with a one-rank group hol
 - ``bytes_W``: this rank's parameters + gradients + AdamW state (local shards only) after one
   update and one more backward, the training state FSDP divides by W; ``ratio = bytes_2 / bytes_1``.
   Activations and the units gathered during a forward are not counted; the peak RSS of each rank
-  (``ru_maxrss``: python, torch, the model, activations) is reported beside it;
+  (``VmHWM``: python, torch, the model, activations) is reported beside it;
 - ``max_abs_dweight``: one SGD (lr 1) update sharded over 2 ranks vs. unsharded in one process,
   the largest weight difference (the update itself is ``update_size``).
 
@@ -83,11 +83,20 @@ def _worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     k = batch.prompt_inputs["input_ids"].shape[0] // world
     local = select_prompts(batch, list(range(rank * k, (rank + 1) * k)))
     weights, nbytes = _measure(blob["model"], local, rewards[(batch.prompt_index // k) == rank], True)
-    rss = dist_gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    rss = dist_gather(peak_rss())
     totals = dist_gather(nbytes["total"])
     if rank == 0:
         torch.save({"weights": weights, "bytes": nbytes, "bytes_all": totals, "rss": rss}, out)
     dist.destroy_process_group()
+
+
+def peak_rss() -> int:
+    """This process's peak resident bytes: ``VmHWM`` (``ru_maxrss`` survives ``exec``, so a spawned
+    rank would report its parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def dist_gather(x: int) -> list[int]:
