@@ -102,7 +102,7 @@ def test_shipped_base_loads_by_alias_and_by_plain_from_pretrained():
     assert "vlmrl pretrain-tiny" in card and "Held-out shifts" in card
 
 
-@pytest.mark.parametrize("task", ["color", "count", "pope"])
+@pytest.mark.parametrize("task", ["color", "count", "count_look"])
 def test_shipped_base_reproduces_its_model_card(task):
     """The card's accuracy on its first 50 held-out samples, re-measured here.
 
@@ -126,8 +126,8 @@ def test_shipped_base_reproduces_its_model_card(task):
 #: A short GRPO run from the shipped base on the demo's held-out shift (settings of the demo, fewer
 #: steps, a smaller held-out set). Fixed seed; the margin is well below the bench's mean gain
 #: (bench/results/demo.json) so a healthy loop passes and a broken one (no learning) cannot.
-LEARN_STEPS = 30
-LEARN_MARGIN = 0.15
+LEARN_STEPS = 20
+LEARN_MARGIN = 0.2
 
 
 def test_grpo_from_the_base_raises_held_out_accuracy_on_a_shift(tmp_path):

@@ -113,7 +113,7 @@ CPU. Load it with `load_policy("vlmrl-tiny-base")` or plain
 
 - Command: `{command}`
 - Seed {spec["seed"]}; {state["step"]} steps of batch {spec["batch_size"]};
-  wall time {state["seconds"]:.0f} s on 2 CPU cores.
+  wall time {state["seconds"]:.0f} s on a 2-core CPU machine ({spec["threads"] or "default"} torch thread(s)).
 - Images are resized to 112×112 (16 image tokens); tokenizer: byte-level BPE trained on the tasks' text.
 
 ## Data mix (fresh procedural samples every step; stage 1 joins after 15% of the steps)
