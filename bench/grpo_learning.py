@@ -132,7 +132,7 @@ def write_report(results: list[dict], out: Path, command: str) -> None:
     }
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [
-        "# GRPO vs its SFT checkpoint (held-out accuracy, greedy)\n",
+        "# GRPO vs its starting checkpoint (held-out accuracy, greedy)\n",
         f"Command: `{command}`  ",
         f"Machine: {meta['machine']}\n",
         "| task | start (untrained → SFT, or the base) | after GRPO, per seed | gain mean ± std (SE) |",
@@ -178,7 +178,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra dotted config overrides for every run")
     args = ap.parse_args()
     command = "python bench/grpo_learning.py " + " ".join(
-        ["--tasks", *args.tasks, "--seeds", *map(str, args.seeds), *args.overrides]
+        ["--tasks", *args.tasks, "--seeds", *map(str, args.seeds), "--out", args.out, *args.overrides]
     )
     results = []
     for task in args.tasks:
