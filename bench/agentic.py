@@ -93,7 +93,7 @@ def common(model: Path, run: Path, args, seed: int) -> list[str]:
         "eval.drift=false",
         "log.progress=false",
         "log.tensorboard=false",
-        "log.rollouts_per_step=4",
+        "log.groups_per_step=2",
         "train.save_every=0",
         "train.keep_checkpoints=1",
         "reward.weights={accuracy: 1.0, format: 0.1}",

@@ -76,7 +76,7 @@ def main() -> None:
             f"log.run_dir={work / 'run'}",
             "log.tensorboard=false",
             "log.progress=false",
-            "log.rollouts_per_step=0",
+            "log.groups_per_step=0",
             "train.save_every=0",
         ]
     )

@@ -124,7 +124,7 @@ def run_vlmrl(args, ctl: _Ctl, plain: bool) -> None:
             f"log.run_dir={args.work}/vlmrl_run_{'plain' if plain else 'fast'}",
             "log.tensorboard=false",
             "log.progress=false",
-            "log.rollouts_per_step=0",
+            "log.groups_per_step=0",
             "train.save_every=0",
         ]
     )

@@ -277,7 +277,7 @@ def trainer_for(tiny_dir, run_dir, *extra: str) -> GRPOTrainer:
             "data.eval_size=2",
             "log.progress=false",
             "log.tensorboard=false",
-            "log.rollouts_per_step=0",
+            "log.groups_per_step=0",
             "train.lr=1e-3",
             *extra,
         ]

@@ -293,7 +293,7 @@ def test_torchrun_two_processes_train_with_an_env(tiny_dir, tmp_path):
         f"model.path={tiny_dir}", f"log.run_dir={run}", "data.task=zoom", "env.name=tools",
         "env.max_turns=2", "env.turn_max_new_tokens=5", "env.max_total_tokens=1200",
         "train.batch_prompts=2", "rollout.n=2", "train.steps=1", "eval.every=1", "data.eval_size=2",
-        "log.progress=false", "log.tensorboard=false", "log.rollouts_per_step=8", "train.save_every=1",
+        "log.progress=false", "log.tensorboard=false", "log.groups_per_step=4", "train.save_every=1",
     ]  # fmt: skip
     out = _launch(args, procs=2)
     assert out.count("run directory:") == 1

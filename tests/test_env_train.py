@@ -34,7 +34,7 @@ def _overrides(tiny_dir, run_dir, *extra) -> list[str]:
         "data.eval_size=2",
         "log.progress=false",
         "log.tensorboard=false",
-        "log.rollouts_per_step=4",
+        "log.groups_per_step=2",
         *extra,
     ]
 

@@ -114,7 +114,7 @@ def test_grpo_step_on_the_gui_env_lagrangian_and_its_turn_view(tiny_dir, tmp_pat
             "rollout.n=2", "env.name=gui", "env.max_turns=2", "env.turn_max_new_tokens=6",
             "env.max_total_tokens=200", "env.cost_mode=lagrangian", "env.cost_coef=0.5",
             "env.cost_target=0.1", "env.cost_lr=1.0", "eval.every=0", "data.eval_size=1",
-            "log.progress=false", "log.tensorboard=false", "log.rollouts_per_step=4", "train.steps=1",
+            "log.progress=false", "log.tensorboard=false", "log.groups_per_step=2", "train.steps=1",
         ]
     )  # fmt: skip
     trainer = GRPOTrainer(cfg)

@@ -21,7 +21,9 @@ from vlmrl.eval.report_rollouts import split_completion
 from vlmrl.train.grpo import GRPOTrainer
 
 CHROMIUM = Path("/usr/bin/chromium")
-STEPS, PER_STEP = 2, 4
+#: Steps, prompts per step, completions per prompt (G), groups logged per step (all of them).
+STEPS, PROMPTS, G, GROUPS = 2, 2, 4, 2
+PER_STEP = GROUPS * G  # rollout rows logged per step: whole groups
 #: A completion that would run script / set a body attribute if it reached the page unescaped.
 HOSTILE = (
     "<look>a red circle <script>alert(1)</script></look>"
@@ -36,8 +38,8 @@ def _overrides(tiny_dir: Path, run_dir: Path, *extra: str) -> list[str]:
         "data.task=count",
         "data.template=look",
         "reward.weights={accuracy: 0.9, format: 0.1}",
-        "train.batch_prompts=2",
-        "rollout.n=4",
+        f"train.batch_prompts={PROMPTS}",
+        f"rollout.n={G}",
         "rollout.max_new_tokens=6",
         "eval.every=0",
         "data.eval_size=2",
@@ -45,7 +47,7 @@ def _overrides(tiny_dir: Path, run_dir: Path, *extra: str) -> list[str]:
         "train.save_every=0",
         "log.progress=false",
         "log.tensorboard=false",
-        f"log.rollouts_per_step={PER_STEP}",
+        f"log.groups_per_step={GROUPS}",
         *extra,
     ]
 
@@ -59,6 +61,7 @@ def run_dir(tiny_dir, tmp_path_factory) -> Path:
     newest = run / "rollouts" / f"step_{STEPS}.jsonl"
     row = json.loads(newest.read_text().splitlines()[0])
     row |= {
+        "group": 99,  # a prompt of its own: the group head shows its question and id
         "completion": HOSTILE,
         "problem": "How many <b>red</b> circles?",
         "sample_id": 'x"><script>alert(2)</script>',
@@ -78,13 +81,35 @@ def test_report_has_curves_summary_and_rollout_rows(run_dir):
     assert "blind.png" not in page  # families without data are skipped
     assert page.count('<tr class="row') == STEPS * PER_STEP + 1
     assert page.count('<section class="step"') == STEPS
+    assert page.count('<tbody class="group"') == STEPS * GROUPS + 1  # + the hostile row's own
+    assert page.count('<tr class="grouphead"') == STEPS * GROUPS + 1
     # newest step first in the browser
     assert page.index(f'data-step="{STEPS}"') < page.index('data-step="1"')
     assert "eval/accuracy" in page and "step 0" in page  # summary: first → last eval accuracy
     assert "<th>data.template</th><td><code>look</code>" in page  # config excerpt
     imgs = re.findall(r'<img src="(rollouts/images/[^"]+)"', page)
-    assert len(imgs) == STEPS * PER_STEP + 1 and all((run_dir / p).is_file() for p in imgs)
+    assert len(imgs) == STEPS * GROUPS + 1 and all((run_dir / p).is_file() for p in imgs)  # one per prompt
     assert len(page.encode()) < 5_000_000
+
+
+def test_rollout_log_holds_whole_groups_with_advantages(run_dir):
+    """Each logged step holds GROUPS prompts with all G completions each; a completion's advantage
+    is its reward's standing within its group (GRPO: (r − mean) / (std + ε), so they sum to 0)."""
+    rows = [json.loads(x) for x in (run_dir / "rollouts" / "step_1.jsonl").read_text().splitlines()]
+    groups: dict[int, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    assert sorted(groups) == list(range(GROUPS)) and all(len(g) == G for g in groups.values())
+    for g in groups.values():
+        mean = sum(r["reward"] for r in g) / G
+        assert abs(sum(r["advantage"] for r in g)) < 1e-4
+        for r in g:
+            assert r["advantage"] == pytest.approx(0.0, abs=1e-6) or (r["advantage"] > 0) == (
+                r["reward"] > mean
+            )
+    page = (run_dir / "report.html").read_text()
+    head = page.split('<tbody class="group" data-group="1">')[1].split("</tbody>")[0]
+    assert head.count('<tr class="row') == G and f"{G} completions · reward mean" in head
 
 
 def test_hostile_completion_is_escaped_and_split(run_dir):
@@ -239,7 +264,8 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     n_curves, n_rows = int(attrs["curves"]), int(attrs["rows"])
     assert n_curves >= 5 and n_rows == STEPS * PER_STEP + 1
     # every <img> (curves and rollout images) decoded with a real size
-    assert int(attrs["images-loaded"]) == int(attrs["images-total"]) == n_curves + n_rows
+    assert int(attrs["images-loaded"]) == int(attrs["images-total"]) == n_curves + STEPS * GROUPS + 1
+    assert int(attrs["groups"]) == STEPS * GROUPS + 1
     assert int(attrs["visible-rows"]) == PER_STEP + 1  # the newest step is selected on load
     assert "pwned" not in attrs  # the hostile onerror never ran
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom  # shown as text

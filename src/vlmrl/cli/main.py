@@ -84,10 +84,11 @@ def _cmd_sft(args) -> None:
 
 def _cmd_train(args) -> None:
     from vlmrl.config import load_config
-    from vlmrl.config.checks import check_before_loading, check_run_dir
+    from vlmrl.config.checks import check_before_loading, check_run_dir, claim_run_dir
 
     cfg = load_config(args.config, args.overrides)
     check_before_loading(cfg)
+    claim_run_dir(cfg.log.run_dir, args.resume, args.overwrite)  # an old run: resume, overwrite or refuse
     check_run_dir(cfg.log.run_dir, cfg.model.path)  # a file, read-only, full: before the model loads
     from vlmrl.run.dist import shutdown  # torch and transformers load only now
     from vlmrl.run.progress import run_with_progress
@@ -259,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vlmrl.cli.doctor import add_parser as add_doctor
 
     add_doctor(sub)
+    from vlmrl.cli.experiment import add_parser as add_experiment
+
+    add_experiment(sub)
 
     v = sub.add_parser("view", help="(re)build RUN/report.html (curves, summary, rollouts); print its path")
     v.add_argument("run", help="run directory (holds metrics.jsonl)")
@@ -302,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             c.add_argument(
                 "--resume", action="store_true", help="continue from the latest checkpoint of log.run_dir"
+            )
+            c.add_argument(
+                "--overwrite",
+                action="store_true",
+                help="log.run_dir holds an old run: delete its files (metrics, tb, rollouts, checkpoints, "
+                "report, config.yaml; nothing else) and start afresh",
             )
         if name == "eval":
             c.add_argument("--model", default=None, help="model directory (default: model.path)")

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from vlmrl.config.schema import TrainConfig
-from vlmrl.errors import MissingFileError, StorageError
+from vlmrl.errors import MissingFileError, StorageError, UserError
 
 #: A checkpoint holds the weights once and AdamW's two moments per trainable weight: about three
 #: times the weights' bytes on disk (less with LoRA or a frozen tower: an upper estimate).
@@ -96,6 +96,47 @@ def check_run_dir(run_dir: str | Path, model_path: str | None = None, key: str =
             root,
         )
     return root
+
+
+#: What vlmrl writes into a run directory (globs): ``--overwrite`` removes these and nothing else,
+#: so a run dir pointed at a folder that holds other files never loses them.
+RUN_FILES: tuple[str, ...] = ("metrics.jsonl", "tb", "rollouts", "checkpoints", "report*", "config.yaml")
+#: Their presence means the folder already holds a run (a config.yaml or a report alone does not).
+RUN_MARKERS: tuple[str, ...] = ("metrics.jsonl", "checkpoints")
+
+
+class RunDirTakenError(UserError):
+    """``log.run_dir`` already holds a run and neither ``--resume`` nor ``--overwrite`` was given."""
+
+
+def claim_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> list[Path]:
+    """Refuse a run directory that already holds a run unless told what to do with it.
+
+    A second ``vlmrl train`` into the same folder used to append its rows to the first run's
+    ``metrics.jsonl`` (two runs' curves interleaved, steps repeated). Now: ``resume`` continues
+    the old run; ``overwrite`` deletes vlmrl's own files (:data:`RUN_FILES`) and starts afresh;
+    neither is one :class:`RunDirTakenError` naming the folder and both flags. Returns the paths
+    removed (empty unless ``overwrite``). Only the command line calls this: the library's
+    ``GRPOTrainer`` keeps its own ``resume`` argument.
+    """
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other: continue the run, or replace it")
+    root = Path(run_dir).expanduser()
+    held = [m for m in RUN_MARKERS if (root / m).exists()]
+    if not held or resume:
+        return []
+    if not overwrite:
+        raise RunDirTakenError(
+            f"log.run_dir: {str(root)!r} already holds a run ({', '.join(held)}); "
+            "pass --resume to continue it, --overwrite to replace it, or choose another log.run_dir"
+        )
+    removed = sorted({p for pattern in RUN_FILES for p in root.glob(pattern)})
+    for path in removed:
+        try:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        except OSError as e:
+            raise StorageError.from_os(e, "--overwrite: removing the old run", path) from e
+    return removed
 
 
 def fsdp_conflicts(cfg: TrainConfig) -> list[str]:

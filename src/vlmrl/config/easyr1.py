@@ -163,7 +163,7 @@ TABLE: dict[str, Rule] = {
     "trainer.n_gpus_per_node": Rule(None, "launch with torchrun --nproc_per_node (see the scaling guide)"),
     "trainer.val_before_train": Rule(None, "evaluation always runs at step 0"),
     "trainer.val_only": Rule(None, "use `vlmrl eval CFG`"),
-    "trainer.val_generations_to_log": Rule(None, "rollouts per step are log.rollouts_per_step"),
+    "trainer.val_generations_to_log": Rule(None, "logged groups per step are log.groups_per_step"),
     "trainer.max_try_make_batch": Rule(None, "dynamic sampling rounds are algo.dynamic_sampling_max_rounds"),
     "trainer.save_model_only": Rule(None, "checkpoints always hold optimizer and RNG, for exact resume"),
 }

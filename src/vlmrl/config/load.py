@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -114,8 +115,10 @@ def _build(cls, data: Any, prefix: str = "", choices: dict | None = None):
     for k in data:
         if k not in names:
             where = f"{prefix}.{k}" if prefix else k
+            hint = difflib.get_close_matches(k, names, n=1) if isinstance(k, str) else []
             raise ConfigError(
-                f"unknown key {where!r}; allowed under {prefix or 'the top level'}: {_allowed_keys(cls)}"
+                f"unknown key {where!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+                f"allowed under {prefix or 'the top level'}: {_allowed_keys(cls)}"
             )
     kwargs = {}
     for k, v in data.items():
@@ -136,6 +139,49 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as e:
         raise ConfigError(f"override {item!r}: cannot parse value: {e}") from None
     return key.strip().split("."), value
+
+
+def dotted_keys(cls, prefix: str = "") -> list[str]:
+    """Every leaf key of the typed tree ``cls`` as ``section.name`` (nested dataclasses walked)."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        out += dotted_keys(tp, key + ".") if dataclasses.is_dataclass(tp) else [key]
+    return out
+
+
+def check_override_key(cls, keys: list[str], item: str) -> None:
+    """Blame a command-line override whose key is not in the tree on the command line (not on the
+    config file it is merged into), with the closest keys (``difflib.get_close_matches``, ratio ≥ 0.6):
+    ``algo.clip_hgih=0.3`` → "did you mean 'algo.clip_high'?". Below a mapping-typed field
+    (``reward.weights``, ``env.kwargs``) any key is allowed."""
+    node: Any = cls
+    for depth, k in enumerate(keys):
+        if not dataclasses.is_dataclass(node):
+            return  # inside a dict / Any field: free-form
+        hints = typing.get_type_hints(node)
+        if k not in hints:
+            # a wrong name in a right section: its siblings; a wrong section: every dotted key
+            close = (
+                [".".join([*keys[:depth], c]) for c in difflib.get_close_matches(k, list(hints), n=3)]
+                if depth
+                else difflib.get_close_matches(".".join(keys), dotted_keys(cls), n=3)
+            )
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            raise ConfigError(
+                f"command line {item!r}: unknown key {'.'.join(keys[: depth + 1])!r}; {hint}"
+                f"allowed under {'.'.join(keys[:depth]) or 'the top level'}: {_allowed_keys(node)}"
+            )
+        node = _dataclass_of(hints[k])
+
+
+def _dataclass_of(tp: Any) -> Any:
+    """The dataclass inside ``tp`` (``X | None`` → ``X``), else ``tp`` itself."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), tp)
+    return tp
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -160,6 +206,7 @@ def load_tree(cls, choices: dict, path: str | Path | None = None, overrides=()) 
             raise ConfigError(f"{p}: top level must be a mapping of sections, got {type(data).__name__}")
     for item in overrides:
         keys, value = parse_override(item)
+        check_override_key(cls, keys, item)
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})

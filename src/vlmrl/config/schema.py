@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlmrl.algos import AdvantageEstimator, CostMode, CostSpec, KLEstimator, LossAgg, PolicyLoss
+from vlmrl.config.log_spec import LogConfig
 
 #: ``train.schedule`` (``vlmrl.run.optim.lr_factor``): warm-up, then constant or a cosine to 0.
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
@@ -328,20 +329,6 @@ class EvalConfig:
     """Log vision-tower drift vs. the initial model (``vision/cos_sim``, ``cka``, ``weight_change``)."""
     pope_size: int = 0
     """POPE yes/no hallucination probes per mode (random, popular, adversarial) at each eval (0: off)."""
-
-
-@dataclass
-class LogConfig:
-    run_dir: str = "runs/grpo"
-    """Where config, metrics, rollouts and checkpoints go."""
-    tensorboard: bool = True
-    """Write tb/ event files."""
-    wandb: bool = False
-    """Also log to Weights & Biases (needs the wandb extra and a login)."""
-    rollouts_per_step: int = 8
-    """How many rollouts per step to write to rollouts/step_*.jsonl."""
-    progress: bool = True
-    """Show a rich progress bar."""
 
 
 @dataclass

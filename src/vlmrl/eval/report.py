@@ -3,9 +3,10 @@
 One self-contained file (inline CSS, a few lines of inline JS for filtering, no external
 assets, so it works offline from ``file://``): a summary (steps, held-out accuracy first → last,
 a config excerpt), one curve image per metric family present (``report/*.png``, see
-``report_curves``), a table of every metric, and a browser of the logged rollouts (image,
-question, gold answer, the completion split into ``<look>`` / ``<think>`` / ``<answer>``, reward
-parts, finish reason), newest step first. A Content-Security-Policy lets only the page's own
+``report_curves``), a table of every metric, and a browser of the logged rollouts, newest step
+first, group by group: each prompt (image, question, gold answer, its group's reward mean, spread
+and right count) above all G of its completions (split into ``<look>`` / ``<think>`` /
+``<answer>``, reward and parts, advantage, finish reason). A Content-Security-Policy lets only the page's own
 script run (by its sha256), as a second fence behind the escaping of model output.
 """
 
@@ -191,7 +192,7 @@ def _metrics_table(m: Metrics) -> str:
 
 def _rollout_browser(r: RolloutSection) -> str:
     if not r.steps_shown:
-        return '<h2>Rollouts</h2><p class="dim">no rollouts/step_*.jsonl (log.rollouts_per_step is 0?)</p>'
+        return '<h2>Rollouts</h2><p class="dim">no rollouts/step_*.jsonl (log.groups_per_step is 0?)</p>'
     options = "".join(f'<option value="{s}">step {s}</option>' for s in r.steps_shown)
     omitted = (
         f'<p class="note">Steps {_e(_ranges(r.steps_omitted))} are not shown to keep this page small; '
@@ -266,6 +267,9 @@ table.metrics td{font-family:monospace;font-size:12px}
 td.imgs img{max-width:160px;max-height:160px;image-rendering:pixelated;display:block;border:1px solid #ccc}
 td.q{max-width:260px}td.gold{font-weight:600}td.comp{min-width:380px;max-width:620px}
 td.rw ul{margin:4px 0 0;padding-left:16px;font-size:12px;white-space:nowrap}
+tr.grouphead td{background:#f1f3f5;border-top:2px solid #8c959f}.ghead{display:flex;gap:12px}
+.ghead img{max-width:140px;max-height:140px;image-rendering:pixelated;border:1px solid #ccc}
+td.adv{font-family:monospace}td.adv.pos{color:#1a7f37}td.adv.neg{color:#cf222e}
 tr.right td:first-child{border-left:4px solid #2ea043}tr.wrong td:first-child{border-left:4px solid #cf222e}
 .span{margin:2px 0}.span pre{margin:0;white-space:pre-wrap;word-break:break-word;font-size:12px;
  background:#f6f8fa;padding:3px 6px;border-radius:3px}
@@ -288,6 +292,7 @@ function apply(){
    var ok=on&&(a==='all'||r.dataset.acc===a)&&(!t||r.textContent.toLowerCase().indexOf(t)>=0);
    r.hidden=!ok;if(ok){n++;}
   });
+  sec.querySelectorAll('tbody.group').forEach(function(g){g.hidden=!g.querySelector('tr.row:not([hidden])');});
   sec.hidden=(n===0);shown+=n;
  });
  document.getElementById('shown').textContent=shown;document.body.dataset.visibleRows=shown;
@@ -307,7 +312,7 @@ window.addEventListener('load',function(){
  for(var i=0;i<imgs.length;i++){if(imgs[i].complete&&imgs[i].naturalWidth>0){ok++;}}
  var b=document.body.dataset;
  b.imagesLoaded=ok;b.imagesTotal=imgs.length;b.rows=document.querySelectorAll('tr.row').length;
- b.curves=document.querySelectorAll('img.curve').length;
+ b.curves=document.querySelectorAll('img.curve').length;b.groups=document.querySelectorAll('tbody.group').length;
  b.turns=document.querySelectorAll('div.turn').length;
  b.turnImages=document.querySelectorAll('div.turn img').length;
  b.toolCalls=document.querySelectorAll('div.turn div.call').length;b.ready='1';

@@ -87,15 +87,16 @@ def render_rollouts(run_dir: Path, max_rows_per_step: int, max_bytes: int) -> Ro
             continue
         records, n_bad = _read_jsonl(path)
         bad += n_bad
-        body = "".join(_row(run_dir, r) for r in records[:max_rows_per_step])
+        groups = _by_group(records[:max_rows_per_step])
+        body = "".join(_group(run_dir, g, rows) for g, rows in groups.items())
         more = len(records) - max_rows_per_step
         note = f'<p class="note">{more} more rows in {_e(path.name)} not shown.</p>' if more > 0 else ""
+        n = min(len(records), max_rows_per_step)
         part = (
             f'<section class="step" data-step="{step}"><h3>step {step} '
-            f'<span class="dim">({min(len(records), max_rows_per_step)} rollouts)</span></h3>{note}'
-            f"<table><thead><tr><th>group</th><th>image</th><th>question</th><th>gold</th>"
-            f"<th>completion</th><th>reward</th><th>finish</th></tr></thead><tbody>{body}</tbody></table>"
-            "</section>"
+            f'<span class="dim">({len(groups)} groups, {n} rollouts)</span></h3>{note}'
+            "<table><thead><tr><th>completion</th><th>reward</th><th>advantage</th><th>finish</th></tr>"
+            f"</thead>{body}</table></section>"
         )
         sections.append(part)
         shown.append(step)
@@ -131,21 +132,66 @@ def _num(v: object) -> str:
     return _e(v)
 
 
-def _row(run_dir: Path, r: dict) -> str:
+def _by_group(records: list[dict]) -> dict[object, list[dict]]:
+    """Rows keyed by their ``group`` (the prompt they answer), in order of first appearance."""
+    out: dict[object, list[dict]] = {}
+    for r in records:
+        g = r.get("group", "")
+        out.setdefault(g if isinstance(g, (int, str)) else str(g), []).append(r)
+    return out
+
+
+def _group(run_dir: Path, group: object, rows: list[dict]) -> str:
+    """One prompt's group as a ``<tbody>``: a head row (image, question, gold answer, the group's
+    reward mean / spread and how many of its G completions are right), then one row per completion
+    with its reward, parts and advantage. GRPO learns from the spread within a group: a group whose
+    rewards are all equal has zero advantages and teaches nothing."""
+    first = rows[0]
+    rewards = [r["reward"] for r in rows if _finite(r.get("reward"))]
+    right = [_accuracy(r) for r in rows]
+    stats = f"{len(rows)} completions"
+    if rewards:
+        mean = sum(rewards) / len(rewards)
+        std = math.sqrt(sum((x - mean) ** 2 for x in rewards) / len(rewards))
+        stats += f" · reward mean {mean:.3f}, std {std:.3f}"
+    if any(a is not None for a in right):
+        stats += f" · right {sum(a == '1' for a in right)}/{len(rows)}"
+    head = (
+        f'<tr class="grouphead"><td colspan="4"><div class="ghead">'
+        f'<div class="imgs">{_images(run_dir, first.get("images"))}</div><div>'
+        f'<div class="dim">group {_e(group)} · {_e(first.get("task", ""))} · '
+        f"{_e(first.get('sample_id', ''))}</div>"
+        f'<div class="q">{_e(first.get("problem", ""))}</div>'
+        f'<div>gold: <b class="gold">{_e(first.get("answer", ""))}</b></div>'
+        f'<div class="dim">{_e(stats)}</div></div></div></td></tr>'
+    )
+    body = "".join(_row(run_dir, r) for r in rows)
+    return f'<tbody class="group" data-group="{_e(group)}">{head}{body}</tbody>'
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _accuracy(r: dict) -> str | None:
+    """``"1"`` / ``"0"`` when the row's reward parts say whether its answer is right, else None."""
     parts = r.get("reward_parts") if isinstance(r.get("reward_parts"), dict) else {}
     acc = parts.get("accuracy")
-    acc_attr = "" if not isinstance(acc, (int, float)) else ("1" if acc >= 1 else "0")
+    return None if not isinstance(acc, (int, float)) else ("1" if acc >= 1 else "0")
+
+
+def _row(run_dir: Path, r: dict) -> str:
+    parts = r.get("reward_parts") if isinstance(r.get("reward_parts"), dict) else {}
+    acc_attr = _accuracy(r) or ""
     cls = {"1": " right", "0": " wrong"}.get(acc_attr, "")
     reward_items = "".join(f"<li>{_e(k)}: {_num(v)}</li>" for k, v in parts.items())
+    adv = r.get("advantage")
+    adv_cls = "" if not _finite(adv) else (" pos" if adv > 0 else " neg" if adv < 0 else "")
     return (
         f'<tr class="row{cls}" data-acc="{acc_attr}">'
-        f"<td>{_e(r.get('group', ''))}</td>"
-        f'<td class="imgs">{_images(run_dir, r.get("images"))}</td>'
-        f'<td class="q"><div class="dim">{_e(r.get("task", ""))} · {_e(r.get("sample_id", ""))}</div>'
-        f"{_e(r.get('problem', ''))}</td>"
-        f'<td class="gold">{_e(r.get("answer", ""))}</td>'
         f'<td class="comp">{_conversation(run_dir, r) or _completion(r.get("completion"))}</td>'
         f'<td class="rw"><b>{_num(r.get("reward", ""))}</b><ul>{reward_items}</ul></td>'
+        f'<td class="adv{adv_cls}">{_num("" if adv is None else adv)}</td>'
         f"<td>{_e(r.get('finish_reason', ''))}</td></tr>"
     )
 

@@ -9,9 +9,7 @@ format, tool bonus, call cost, budget penalty, each logged as ``reward/<part>``)
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +21,6 @@ from vlmrl.rollout.multiturn import MultiTurnSpec, multiturn_rollout
 from vlmrl.rollout.rollouts import stack_parts
 from vlmrl.rollout.safety import CostControl
 from vlmrl.rollout.trajectory import Trajectory, episode_metrics
-from vlmrl.rollout.trajectory_log import trajectory_log
 
 __all__ = [
     "CostControl",
@@ -31,7 +28,6 @@ __all__ = [
     "env_rollout_round",
     "score_trajectories",
     "spec_from_config",
-    "write_env_rollouts",
 ]
 
 
@@ -74,41 +70,3 @@ def env_rollout_round(
     if cfg.algo.overlong_penalty:  # budget stops count as truncated
         rewards = rewards - cfg.algo.overlong_penalty * torch.tensor([t.budget_hit for t in trajs]).float()
     return batch, trajs, rewards, metrics | episode_metrics(trajs), parts
-
-
-def write_env_rollouts(
-    run_dir: Path,
-    step: int,
-    samples: list[Sample],
-    batch: RolloutBatch,
-    trajs: list[Trajectory],
-    rewards: torch.Tensor,
-    parts: dict[str, torch.Tensor],
-    limit: int,
-) -> None:
-    """``rollouts/step_N.jsonl`` for env runs: the single-turn fields (``completion`` = the last
-    model turn) plus ``trajectory`` (every turn: role, text, image files, tool call, validity;
-    and the sample, so :func:`vlmrl.rollout.trajectory_log.replay` can play it again)."""
-    if limit <= 0:
-        return
-    out = Path(run_dir) / "rollouts"
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / f"step_{step}.jsonl").open("w") as f:
-        for i in range(min(limit, batch.size)):
-            s = samples[int(batch.prompt_index[i])]
-            traj = trajectory_log(trajs[i], s, out, f"step{step}_r{i}")
-            row = {
-                "step": step,
-                "sample_id": s.id,
-                "task": s.task,
-                "problem": s.problem,
-                "answer": s.answer,
-                "images": traj["sample"]["images"],
-                "completion": batch.texts[i],
-                "finish_reason": batch.finish_reasons[i],
-                "reward": float(rewards[i]),
-                "reward_parts": {k: float(v[i]) for k, v in parts.items()},
-                "group": int(batch.prompt_index[i]),
-                "trajectory": traj,
-            }
-            f.write(json.dumps(row) + "\n")

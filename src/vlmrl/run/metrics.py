@@ -8,6 +8,7 @@ read-only) is one :class:`StorageError` naming the file.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
@@ -15,16 +16,25 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vlmrl.config.log_spec import LogConfig
 from vlmrl.errors import StorageError
 
 log = logging.getLogger(__name__)
 
 
 class MetricsLogger:
-    """Append one JSON line per step; mirror scalars to tensorboard / wandb when enabled."""
+    """Append one JSON line per step; mirror scalars to tensorboard / wandb when enabled, and each
+    step's logged groups (prompt image, question, completions, rewards, advantages) as a table."""
 
     def __init__(
-        self, run_dir: Path, tensorboard: bool = True, wandb: bool = False, config: dict | None = None
+        self,
+        run_dir: Path,
+        tensorboard: bool = True,
+        wandb: bool = False,
+        config: dict | None = None,
+        wandb_project: str = "vlmrl",
+        wandb_name: str | None = None,
+        wandb_tags: list[str] | tuple[str, ...] = (),
     ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -35,14 +45,50 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.run_dir / "tb"))
-        if wandb:
+        if wandb:  # imported only when enabled: wandb is an optional extra
             try:
                 import wandb as wb
             except ImportError as e:
                 raise RuntimeError(
                     "log.wandb is true but wandb is not installed: pip install 'vlmrl[wandb]'"
                 ) from e
-            self._wandb = wb.init(project="vlmrl", dir=str(self.run_dir), config=config or {})
+            self._wandb = wb.init(
+                project=wandb_project,
+                name=wandb_name or self.run_dir.resolve().name,
+                tags=list(wandb_tags) or None,
+                dir=str(self.run_dir),
+                config=config or {},
+            )
+
+    @classmethod
+    def from_spec(cls, run_dir: Path, spec: LogConfig, config: dict | None = None) -> MetricsLogger:
+        """The logger ``log.*`` describes (``config``: the whole tree, recorded by wandb)."""
+        s = spec
+        return cls(run_dir, s.tensorboard, s.wandb, config, s.wandb_project, s.wandb_name, s.wandb_tags)
+
+    def log_completions(self, step: int, rows: list[dict[str, Any]], root: Path) -> None:
+        """Mirror the step's logged rollouts (``rollouts/step_N.jsonl`` rows; image paths relative
+        to ``root``) to the trackers, as TRL's ``log_completions`` does: tensorboard gets one
+        markdown table (text, escaped) under ``completions`` and each prompt's first image under
+        ``completions/group_<g>``; wandb a ``completions`` table with the images."""
+        if not rows or (self._tb is None and self._wandb is None):
+            return
+        if self._tb is not None:
+            self._tb.add_text("completions", completions_markdown(rows), step)
+            for group, path in _group_images(rows, root).items():
+                self._tb.add_image(f"completions/group_{group}", _hwc(path), step, dataformats="HWC")
+        if self._wandb is not None:
+            import wandb as wb
+
+            images = _group_images(rows, root)
+            table = wb.Table(columns=list(COMPLETION_COLUMNS))
+            for r in rows:
+                img = images.get(r.get("group"))
+                table.add_data(
+                    step, r.get("group"), wb.Image(str(img)) if img else None,
+                    *(r.get(k) for k in COMPLETION_COLUMNS[3:]),
+                )  # fmt: skip
+            self._wandb.log({"completions": table}, step=step)
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop lines logged after the checkpoint's step (they will be redone) and
@@ -79,6 +125,47 @@ class MetricsLogger:
             self._wandb.finish()
 
 
+#: The columns of the completions table (tensorboard and wandb), after step, group and image.
+COMPLETION_COLUMNS: tuple[str, ...] = (
+    "step", "group", "image", "problem", "answer", "completion", "reward", "advantage"
+)  # fmt: skip
+
+
+def completions_markdown(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of the rows for tensorboard's text tab: HTML escaped (tensorboard renders
+    markdown, and a completion is untrusted model output), pipes and newlines neutralised."""
+    head = COMPLETION_COLUMNS[1:2] + COMPLETION_COLUMNS[3:]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r.get(k)) for k in head) + " |")
+    return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    text = html.escape("" if v is None else str(v))
+    return text.replace("|", "&#124;").replace("\r", " ").replace("\n", "<br>")
+
+
+def _group_images(rows: list[dict[str, Any]], root: Path) -> dict[Any, Path]:
+    """Each group's first prompt image that exists under ``root`` (one per group: the G rows share it)."""
+    out: dict[Any, Path] = {}
+    for r in rows:
+        refs = r.get("images") or []
+        if r.get("group") not in out and refs and (Path(root) / refs[0]).is_file():
+            out[r.get("group")] = Path(root) / refs[0]
+    return out
+
+
+def _hwc(path: Path) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))  # [H, W, 3] uint8
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -110,6 +197,9 @@ def _parse_lines(path: Path, warn: bool = False) -> list[dict[str, Any]]:
 
 class NullLogger:
     """What ranks other than 0 log to under torch.distributed: nothing (rank 0 writes the run)."""
+
+    def log_completions(self, step: int, rows: list[dict[str, Any]], root: Path) -> None:
+        pass
 
     def truncate_after(self, step: int) -> None:
         pass

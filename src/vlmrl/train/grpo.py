@@ -65,7 +65,7 @@ from vlmrl.models.vision import apply_vision_policy
 from vlmrl.rewards.plugins import reward_from_config
 from vlmrl.rewards.sr1 import SR1
 from vlmrl.rollout.batch import RolloutBatch, encode_prompts
-from vlmrl.rollout.env_round import CostControl, env_rollout_round, write_env_rollouts
+from vlmrl.rollout.env_round import CostControl, env_rollout_round
 from vlmrl.rollout.noisy import noisy_reward_metrics, noisy_rollouts
 from vlmrl.rollout.rollout_log import write_rollouts
 from vlmrl.rollout.rollouts import Rollouts
@@ -167,7 +167,7 @@ class GRPOTrainer:
         if self.dist.is_main:  # rank 0 evaluates and writes the run directory
             self.drift = build_drift_monitor(self.policy, self.eval_set, cfg, ckpt is not None, self.ref)
             save_config(cfg, self.run_dir / "config.yaml")
-            self.logger = MetricsLogger(self.run_dir, cfg.log.tensorboard, cfg.log.wandb, config_to_dict(cfg))
+            self.logger = MetricsLogger.from_spec(self.run_dir, cfg.log, config_to_dict(cfg))
         if ckpt is not None:
             self.logger.truncate_after(self.step)
 
@@ -308,15 +308,9 @@ class GRPOTrainer:
         if kl_tok is not None:
             metrics["actor/kl_ref"] = float(kl_tok.sum() / batch.completion_mask.sum().clamp(min=1))
         metrics = reduce_metrics(metrics, batch.size)  # one dict for the run, the same on every rank
-        if self.dist.is_main and cfg.env.name is not None:
-            write_env_rollouts(
-                self.run_dir, self.step, ro.samples, batch, ro.trajectories, rewards, ro.parts,
-                cfg.log.rollouts_per_step,
-            )  # fmt: skip
-        elif self.dist.is_main:  # rank 0's shard: the first prompts of the global batch
-            write_rollouts(
-                self.run_dir, self.step, ro.samples, batch, rewards, ro.parts, cfg.log.rollouts_per_step
-            )
+        if self.dist.is_main:  # rank 0's shard: the first prompts' whole groups, advantages included
+            rows = write_rollouts(self.run_dir, self.step, ro, rewards, adv_tok, cfg.log.groups_per_step)
+            self.logger.log_completions(self.step, rows, self.run_dir / "rollouts")  # tb / wandb tables
         return metrics
 
     # ------------------------------------------------------------------ loop
