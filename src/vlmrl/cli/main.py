@@ -107,13 +107,14 @@ def _cmd_eval(args) -> None:
     import json
 
     from vlmrl.config import load_config
-    from vlmrl.config.checks import check_before_loading
+    from vlmrl.config.checks import check_before_loading, check_sampling_args
     from vlmrl.data.stream import eval_samples
     from vlmrl.rewards.plugins import reward_from_config
 
     cfg = load_config(args.config, args.overrides)
     model = args.model or cfg.model.path
     check_before_loading(cfg, model)
+    ks = check_sampling_args(args.samples, args.pass_k, args.temperature, cfg.env.name)
     samples = eval_samples(cfg.data)  # dataset files and columns, before the model
     from vlmrl.eval.blind import format_blind_table  # torch and transformers load only now
     from vlmrl.eval.diagnostics import eval_report
@@ -129,6 +130,15 @@ def _cmd_eval(args) -> None:
     )
     res = eval_report(policy, samples, cfg, reward_from_config(cfg.reward), args.blind, args.pope)
     print(json.dumps(res["accuracy"], indent=2))
+    if args.samples:  # beside greedy: n samples per prompt at a temperature, pass@k
+        from vlmrl.eval.accuracy import sampled_accuracy
+
+        res["sampled"] = sampled_accuracy(
+            policy, samples, cfg.data.template, reward_from_config(cfg.reward), args.samples,
+            ks, args.temperature, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.train.seed,
+        )  # fmt: skip
+        print(f"\nsampled ({args.samples} per prompt, temperature {args.temperature})")
+        print(json.dumps(res["sampled"], indent=2))
     if "blind" in res:
         print(f"\naccuracy by image condition (greedy, {len(samples)} held-out prompts)")
         print(format_blind_table(res["blind"]))
@@ -320,6 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
             )
             c.add_argument("--pope", type=int, default=0, metavar="N", help="N POPE probes per mode (0: off)")
             c.add_argument("--out", default=None, help="results file (default: MODEL_DIR/eval.json)")
+            c.add_argument(
+                "--samples",
+                type=int,
+                default=0,
+                metavar="N",
+                help="also N sampled answers per prompt (0: off)",
+            )
+            c.add_argument(
+                "--temperature", type=float, default=1.0, help="sampling temperature for --samples"
+            )
+            c.add_argument(
+                "--pass-k", type=int, nargs="+", default=None, metavar="K",
+                help="pass@K (unbiased, from the N samples) for each K (default: 1 and N)",
+            )  # fmt: skip
         c.set_defaults(fn=fn)
     return p
 

@@ -98,6 +98,23 @@ def check_run_dir(run_dir: str | Path, model_path: str | None = None, key: str =
     return root
 
 
+def check_sampling_args(samples: int, ks: list[int] | None, temperature: float, env: str | None) -> list[int]:
+    """``vlmrl eval --samples N --pass-k K.. --temperature T``: the ks to report (default 1 and N);
+    each a :class:`UserError` naming the flag: N ≥ 0, 1 ≤ K ≤ N, T > 0, single-turn only."""
+    if samples < 0 or (samples == 0 and ks):
+        raise UserError(f"--samples: need N ≥ 1 samples per prompt for pass@k, got {samples}")
+    if samples == 0:
+        return []
+    if env is not None:
+        raise UserError(f"--samples: sampled pass@k is single-turn; it does not apply to env.name={env!r}")
+    if not temperature > 0:
+        raise UserError(f"--temperature: must be > 0, got {temperature}")
+    ks = sorted(set(ks or [1, samples]))
+    if ks[0] < 1 or ks[-1] > samples:
+        raise UserError(f"--pass-k: every K must be in 1..{samples} (--samples), got {ks}")
+    return ks
+
+
 #: What vlmrl writes into a run directory (globs): ``--overwrite`` removes these and nothing else,
 #: so a run dir pointed at a folder that holds other files never loses them.
 RUN_FILES: tuple[str, ...] = ("metrics.jsonl", "tb", "rollouts", "checkpoints", "report*", "config.yaml")
