@@ -73,9 +73,15 @@ def _cmd_sft(args) -> None:
 
     cfg = load_config(args.config, args.overrides)
     check_before_loading(cfg, cfg.sft.init)
+    from vlmrl.run.progress import sft_with_progress
     from vlmrl.train.sft import run_sft  # torch and transformers load only now
 
-    res = run_sft(cfg, on_log=lambda s, r: print(f"sft step {s}: loss {r['sft/loss']:.4f}", flush=True))
+    def run(on_step=None) -> dict:
+        if on_step is not None:  # the bar shows the loss; no per-step lines under it
+            return run_sft(cfg, on_step=on_step)
+        return run_sft(cfg, on_log=lambda s, r: print(f"sft step {s}: loss {r['sft/loss']:.4f}", flush=True))
+
+    res = sft_with_progress(run, cfg.sft.steps, cfg.log.progress)
     print(
         f"SFT held-out accuracy {res['accuracy_before']:.3f} -> {res['accuracy_after']:.3f} "
         f"({res['seconds']:.0f} s); model saved to {cfg.sft.out}"

@@ -78,8 +78,12 @@ def env_sft_loss(policy, samples: list[Sample], cfg: TrainConfig) -> torch.Tenso
     return -(logp * batch.completion_mask).sum() / batch.completion_mask.sum()
 
 
-def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, float]:
-    """Train ``cfg.model.path`` on ``cfg.sft`` settings; save to ``cfg.sft.out``; return eval before/after."""
+def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None, on_step=None) -> dict[str, float]:
+    """Train ``cfg.model.path`` on ``cfg.sft`` settings; save to ``cfg.sft.out``; return eval before/after.
+
+    Every step's ``sft/loss`` goes to ``sft.out/sft_logs`` (metrics.jsonl, and tb/ with
+    ``log.tensorboard``) and to ``on_step(step, row)`` (the progress bar); ``on_log`` is called
+    every ``log_every`` steps (the plain-text log when there is no bar)."""
     seed_everything(cfg.train.seed)
     m = cfg.model
     policy = load_policy(
@@ -114,7 +118,7 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
 
     before = held_out()
     policy.model.train()
-    t0 = time.perf_counter()
+    t0 = t_step = time.perf_counter()
     for step in range(1, cfg.sft.steps + 1):
         if cfg.env.name is not None:  # multi-turn tool traces, loss on the assistant turns
             loss = env_sft_loss(policy, stream.next(cfg.sft.batch_size), cfg)
@@ -124,11 +128,14 @@ def run_sft(cfg: TrainConfig, log_every: int = 25, on_log=None) -> dict[str, flo
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if step % log_every == 0 or step == cfg.sft.steps:
-            row = {"sft/loss": loss.item(), "time/elapsed_s": time.perf_counter() - t0}
-            logger.log(step, row)
-            if on_log:
-                on_log(step, row)
+        now = time.perf_counter()
+        row = {"sft/loss": loss.item(), "time/step_s": now - t_step, "time/elapsed_s": now - t0}
+        t_step = now
+        logger.log(step, row)
+        if on_step:
+            on_step(step, row)
+        if on_log and (step % log_every == 0 or step == cfg.sft.steps):
+            on_log(step, row)
     after = held_out()
     logger.log(
         cfg.sft.steps, {"eval/accuracy_before": before["accuracy"], "eval/accuracy": after["accuracy"]}
