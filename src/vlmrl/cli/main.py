@@ -161,8 +161,12 @@ def _cmd_view(args) -> None:
     import webbrowser
 
     from vlmrl.eval.report import write_report
+    from vlmrl.eval.report_compare import write_comparison
 
-    path = write_report(Path(args.run))
+    if len(args.run) > 1:  # several runs: their curves compared, one plot per metric
+        path = write_comparison(args.run, args.out or "runs/compare")
+    else:
+        path = write_report(Path(args.run[0]))
     print(path)
     if args.open:
         webbrowser.open(path.resolve().as_uri())
@@ -280,8 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_experiment(sub)
 
-    v = sub.add_parser("view", help="(re)build RUN/report.html (curves, summary, rollouts); print its path")
-    v.add_argument("run", help="run directory (holds metrics.jsonl)")
+    v = sub.add_parser(
+        "view",
+        help="(re)build RUN/report.html (curves, summary, rollouts); with several runs, compare their "
+        "curves in OUT/compare.html; print its path",
+    )
+    v.add_argument("run", nargs="+", help="run directory (holds metrics.jsonl); two or more: compare them")
+    v.add_argument("--out", default=None, help="with several runs: where compare.html goes (runs/compare)")
     v.add_argument("--open", action="store_true", help="also open the report in a web browser")
     v.set_defaults(fn=_cmd_view)
 
