@@ -280,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vlmrl.cli.doctor import add_parser as add_doctor
 
     add_doctor(sub)
+    from vlmrl.cli.experiment import add_parser as add_experiment
+
+    add_experiment(sub)
 
     v = sub.add_parser(
         "view",

@@ -1,0 +1,62 @@
+"""The challenges by name: one module per experiment, each exposing ``CHALLENGE`` (a :class:`Challenge`).
+
+The names live here (a ``StrEnum``) so the command line checks a name before torch loads; the
+module is imported only when its experiment runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from vlmrl.errors import UserError
+
+
+class ExperimentName(StrEnum):
+    ENCODER_BLIND = "encoder_blind"
+    """An aggressive vision-encoder update during RL on an image-free reward degrades perception."""
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One arm × seed: the metric after training, its curve over steps, and context numbers."""
+
+    value: float
+    curve: list[tuple[int, float]]
+    """``(step, metric)`` during training (the last point is ``value``)."""
+    extra: dict[str, float] = field(default_factory=dict)
+    """Other end-of-run numbers shown in the verdict (e.g. the training task's accuracy)."""
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A failure-inducing baseline arm and a fix arm, run over seeds and compared on one metric."""
+
+    name: str
+    question: str
+    """The question the experiment answers, one sentence."""
+    metric: str
+    """What the number is (name and how it is measured)."""
+    higher_is_better: bool
+    arms: dict[str, str]
+    """``{"baseline": what it does, "fix": what it does}``, for the verdict."""
+    run_arm: Callable[[str, int, bool, Path], ArmResult]
+    """``run_arm(arm, seed, quick, workdir)``: train one arm from scratch and measure the metric."""
+
+
+def check_name(name: str) -> ExperimentName:
+    """The name as an :class:`ExperimentName`; a :class:`UserError` lists the allowed ones."""
+    try:
+        return ExperimentName(name)
+    except ValueError:
+        allowed = ", ".join(e.value for e in ExperimentName)
+        raise UserError(f"unknown experiment {name!r}; allowed: {allowed}") from None
+
+
+def get_challenge(name: str) -> Challenge:
+    """The challenge named ``name`` (its module is imported now)."""
+    module = importlib.import_module(f"vlmrl.experiments.{check_name(name).value}")
+    return module.CHALLENGE
