@@ -59,8 +59,13 @@ def recompute(s: Sample) -> str:
     raise AssertionError(f"no recompute rule for task {s.task}")
 
 
+GUI_TASKS = ["gui", "gui_ground"]
+
+
 def test_all_tasks_registered() -> None:
-    assert task_names() == sorted(ALL_TASKS + TOOL_TASKS)
+    import vlmrl.envs  # noqa: F401  (registers the GUI tasks, which live with their environment)
+
+    assert task_names() == sorted(ALL_TASKS + TOOL_TASKS + GUI_TASKS)
 
 
 @pytest.mark.parametrize("task", ALL_TASKS)

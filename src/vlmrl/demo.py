@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vlmrl.config import load_config
+from vlmrl.config.checks import claim_run_dir
 from vlmrl.eval.report_curves import plot_run
 from vlmrl.run.progress import run_with_progress
 from vlmrl.train.grpo import GRPOTrainer
@@ -41,6 +42,7 @@ def run_demo(
     out = Path(out)
     args = [f"log.run_dir={out}", f"train.seed={seed}", *(QUICK if quick else ()), *overrides]
     cfg = load_config(demo_config_path(), args)
+    claim_run_dir(out, overwrite=True)  # each `make demo` replaces the last one's run, never appends to it
     t0 = time.perf_counter()
     console.rule(
         f"[bold]GRPO on {cfg.model.path}: {cfg.train.steps} steps × {cfg.train.batch_prompts} prompts"

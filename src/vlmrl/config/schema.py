@@ -11,6 +11,7 @@ from typing import Any
 
 from vlmrl.algos import AdvantageEstimator, CostMode, CostSpec, KLEstimator, LossAgg, PolicyLoss
 from vlmrl.config.log_spec import LogConfig
+from vlmrl.data.loading import IMAGE_BOUNDS
 
 #: ``train.schedule`` (``vlmrl.run.optim.lr_factor``): warm-up, then constant or a cosine to 0.
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
@@ -46,7 +47,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.fsdp_param_dtype": ("float32", "bfloat16", "float16"),
     "reward.trl_completions": TRL_COMPLETIONS,
     "vision.train": VISION_MODES,
-    "data.image_bounds": ("reject", "resize"),
+    "data.image_bounds": IMAGE_BOUNDS,
 }
 
 

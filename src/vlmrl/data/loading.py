@@ -39,9 +39,12 @@ from typing import Any
 
 from PIL import Image
 
-from vlmrl.config.schema import CHOICES
 from vlmrl.data.sample import ANSWER_TYPES, IMAGE_PLACEHOLDER, Sample
 from vlmrl.errors import UserError
+
+IMAGE_BOUNDS = ("reject", "resize")
+"""What ``data.image_bounds`` may say (the config's choices are this tuple): refuse a row whose image
+the processor would refuse, or pad/enlarge it."""
 
 SUFFIXES = (".parquet", ".jsonl")
 #: Qwen2-VL's ``smart_resize`` refuses images whose long side exceeds 200 × the short one.
@@ -86,9 +89,9 @@ def load_dataset(
     ``image_key=None`` reads a text-only dataset; ``image_bounds``: ``reject`` | ``resize``
     (``data.image_bounds``). See the module docstring for the rules.
     """
-    if image_bounds not in CHOICES["data.image_bounds"]:
+    if image_bounds not in IMAGE_BOUNDS:
         raise DatasetError(
-            f"data.image_bounds: {image_bounds!r}; allowed: {list(CHOICES['data.image_bounds'])}"
+            f"data.image_bounds: {image_bounds!r}; allowed: {list(IMAGE_BOUNDS)}"
         )
     path_or_id, split = split_spec(str(path_or_id), split)
     keys = _Keys(image_key, problem_key, answer_key, image_bounds)
