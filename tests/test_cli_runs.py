@@ -125,3 +125,12 @@ def test_yaml_typo_suggests_the_key(tmp_path):
         ConfigError, match=r"c\.yaml: unknown key 'algo.clip_hihg' \(did you mean 'clip_high'\?\)"
     ):
         load_config(cfg)
+
+
+def test_gen_train_refuses_an_old_run_too(tmp_path, capsys):
+    """`vlmrl gen train` claims its run dir like `vlmrl train`: no second run appended to the first."""
+    run = _old_run(tmp_path / "gen_run")
+    assert main(["gen", "train", f"log.run_dir={run}"]) == 2
+    line = _one_line(capsys)
+    assert "already holds a run" in line and "--overwrite" in line
+    assert (run / "metrics.jsonl").read_text() == "old\n"

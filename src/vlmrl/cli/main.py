@@ -204,10 +204,12 @@ def _cmd_gen(args) -> None:
         out = write_samples(gen, args.out, per_prompt=args.per_prompt, steps=args.steps, seed=args.seed)
         print(f"wrote {out}")
     elif args.action == "train":
+        from vlmrl.config.checks import claim_run_dir
         from vlmrl.gen.config import load_gen_config
         from vlmrl.gen.trainer import GenGRPOTrainer
 
         cfg = load_gen_config(args.config, args.overrides)
+        claim_run_dir(cfg.log.run_dir, args.resume, args.overwrite)  # as `vlmrl train`: never append
         rows = GenGRPOTrainer(cfg, resume=args.resume).train()
         evals = [r["eval/reward"] for r in rows if "eval/reward" in r]
         if evals:
@@ -317,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("config", nargs="?", default=None, help="YAML config (defaults if omitted)")
     gt.add_argument("overrides", nargs="*", help="dotted overrides, e.g. algo.name=ddpo algo.kl_coef=0")
     gt.add_argument("--resume", action="store_true", help="continue from log.run_dir's latest checkpoint")
+    gt.add_argument("--overwrite", action="store_true", help="replace the run already in log.run_dir")
     for gx in (gp, gs, gt):
         gx.set_defaults(fn=_cmd_gen)
 
