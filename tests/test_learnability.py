@@ -52,7 +52,7 @@ def test_colour_is_learned_and_comes_from_the_image(tiny_dir):
     assert res["blind_gap"] >= 0.4, acc
 
 
-@pytest.mark.slow
+@pytest.mark.long  # 235 s on 2 cores: `pytest -m long` (the shipped base's tests cover CI)
 def test_counting_generalises_from_96_labels(tiny_dir, tmp_path):
     cfg = load_config(
         overrides=[
@@ -78,7 +78,7 @@ def test_counting_generalises_from_96_labels(tiny_dir, tmp_path):
     assert evaluate(policy, _blank(held_out), "answer", ACCURACY, max_new_tokens=6)["accuracy"] <= 0.3
 
 
-@pytest.mark.slow
+@pytest.mark.long  # 407 s on 2 cores: `pytest -m long`
 def test_position_is_learned_with_m_rope(tiny_dir, tmp_path):
     """Where the circle is needs absolute position, which only the language side's M-RoPE gives
     (the vision tower's RoPE is relative): this is the test that ``rope_theta = 10`` matters."""
