@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import command_line
 
 from vlmrl.demo import run_demo
+from vlmrl.experiments.verdict import mean_std, verdict
 
 
 def main() -> None:
@@ -45,9 +45,9 @@ def main() -> None:
             }
         )
     gains = [r["after"] - r["before"] for r in rows]
-    mean = statistics.fmean(gains)
-    sd = statistics.stdev(gains) if len(gains) > 1 else 0.0
-    se = sd / len(gains) ** 0.5
+    v = verdict([r["before"] for r in rows], [r["after"] for r in rows], higher_is_better=True)
+    mean, sd = mean_std(gains)
+    sd, se = sd or 0.0, v.diff_se or 0.0  # one seed: no spread, no standard error, no verdict
     result = {
         "seeds": rows,
         "task": r["task"],
@@ -57,7 +57,7 @@ def main() -> None:
         "gain_mean": round(mean, 4),
         "gain_std": round(sd, 4),
         "gain_se": round(se, 4),
-        "passes_2se": bool(mean > 2 * se) if len(gains) > 1 else None,
+        "passes_2se": v.fix_beats,
         "every_seed_positive": all(g > 0 for g in gains),
         "command": command_line("demo_seeds.py", args),
     }

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from vlmrl.config import load_config
 from vlmrl.demo import demo_config_path
+from vlmrl.experiments.verdict import mean_std, verdict
 from vlmrl.models import TinyConfig, make_tiny
 from vlmrl.train.grpo import GRPOTrainer
 from vlmrl.train.sft import run_sft
@@ -111,13 +112,15 @@ def run_task(task: str, seeds: list[int], root: Path, extra: list[str]) -> dict:
         )
         print(f"{task} seed {seed}: {evals[0][1]:.3f} -> {evals[-1][1]:.3f}", flush=True)
     gains = [r["after"] - r["before"] for r in runs]
+    gain_mean, gain_std = mean_std(gains)
+    gain_se = verdict([r["before"] for r in runs], [r["after"] for r in runs], higher_is_better=True).diff_se
     return {
         "task": task,
         "sft": sft,
         "runs": runs,
-        "gain_mean": statistics.mean(gains),
-        "gain_std": statistics.stdev(gains) if len(gains) > 1 else 0.0,
-        "gain_se": (statistics.stdev(gains) / len(gains) ** 0.5) if len(gains) > 1 else 0.0,
+        "gain_mean": gain_mean,
+        "gain_std": gain_std or 0.0,
+        "gain_se": gain_se or 0.0,
         "after_mean": statistics.mean(r["after"] for r in runs),
         "before_mean": statistics.mean(r["before"] for r in runs),
     }

@@ -19,9 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import command_line
 
-from vlmrl.eval.base_card import card_table, evaluate_entries, pretrain_command, write_card
-from vlmrl.models import load_policy
-from vlmrl.models.base_mix import HELD_OUT, PRETRAIN_MIX
+from vlmrl.eval.base_card import card_table, measure_card, pretrain_command
 from vlmrl.models.loading import resolve_model_path
 
 
@@ -34,13 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     path = Path(resolve_model_path(args.model))
     t0 = time.perf_counter()
-    policy = load_policy(path)
-    policy.model.eval()
-    rows = evaluate_entries(policy, PRETRAIN_MIX, args.n)
-    held = evaluate_entries(policy, HELD_OUT, args.n)
-    state = json.loads((path / "pretrain_state.json").read_text())
-    if args.write_card:
-        write_card(path, state, rows, held)
+    state, rows, held = measure_card(path, args.n, write=args.write_card)
     result = {
         **rows,
         "held_out": held,

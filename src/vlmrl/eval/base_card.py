@@ -12,14 +12,16 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from vlmrl.data.tasks import generate
 from vlmrl.eval.accuracy import evaluate
 from vlmrl.eval.blind import with_condition
 from vlmrl.eval.pope import parse_prediction, pope_metrics
-from vlmrl.models.base_mix import MixEntry
+from vlmrl.models.base_mix import HELD_OUT, HELD_OUT_NOTES, PRETRAIN_MIX, MixEntry
 from vlmrl.rewards import get_reward
 from vlmrl.rewards.perception import perception_reward
 
@@ -84,11 +86,6 @@ def card_table(rows: dict[str, dict[str, Any]]) -> str:
 
 def write_card(path, state: dict[str, Any], rows: dict, held: dict) -> None:
     """Write ``README.md`` (the model card) and ``card.json`` (the same numbers) into the checkpoint."""
-    import json
-    from pathlib import Path
-
-    from vlmrl.models.base_mix import HELD_OUT_NOTES, PRETRAIN_MIX
-
     path = Path(path)
     spec = state["spec"]
     mix = "\n".join(
@@ -134,3 +131,19 @@ image with a blank one. Numbers: `card.json` in this folder.
 """
     (path / "README.md").write_text(text)
     (path / "card.json").write_text(json.dumps({"state": state, "tasks": rows, "held_out": held}, indent=2))
+
+
+def measure_card(path, n: int, write: bool = False) -> tuple[dict, dict, dict]:
+    """Load the checkpoint at ``path`` and evaluate every mix entry and held-out shift on ``n``
+    samples; returns ``(state, rows, held)`` and, with ``write``, rewrites its card from them."""
+    from vlmrl.models.loading import load_policy
+
+    path = Path(path)
+    policy = load_policy(path)
+    policy.model.eval()
+    rows = evaluate_entries(policy, PRETRAIN_MIX, n)
+    held = evaluate_entries(policy, HELD_OUT, n)
+    state = json.loads((path / "pretrain_state.json").read_text())
+    if write:
+        write_card(path, state, rows, held)
+    return state, rows, held

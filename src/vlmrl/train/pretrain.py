@@ -23,7 +23,7 @@ import torch
 
 from vlmrl.data import Sample
 from vlmrl.data.prompts import render_prompt
-from vlmrl.data.tasks import generate, get_task
+from vlmrl.data.tasks import generate
 from vlmrl.models.base_mix import PRETRAIN_MIX, MixEntry, entries_at
 from vlmrl.models.loading import Policy
 from vlmrl.models.tiny import TinyConfig, build_tiny_model, build_tiny_processor
@@ -75,18 +75,9 @@ def draw_batch(step: int, steps: int, batch_size: int, seed: int) -> list[tuple[
         rng = random.Random(f"vlmrl-pretrain:{seed}:{index}")
         e: MixEntry = rng.choices(active, weights)[0]
         template = rng.choice(e.templates)
-        sample = generate(_task(e), 1, seed=seed, split="train", start=index)[0]
+        sample = generate(e.task, 1, seed=seed, split="train", start=index, **e.knobs)[0]
         out.append((sample, template))
     return out
-
-
-_TASKS: dict[str, object] = {}
-
-
-def _task(e: MixEntry):
-    if e.name not in _TASKS:
-        _TASKS[e.name] = get_task(e.task, **e.knobs)
-    return _TASKS[e.name]
 
 
 def mixed_loss(policy: Policy, batch: list[tuple[Sample, str]]) -> torch.Tensor:
@@ -94,8 +85,7 @@ def mixed_loss(policy: Policy, batch: list[tuple[Sample, str]]) -> torch.Tensor:
     groups: dict[str, list[Sample]] = {}
     for s, t in batch:
         groups.setdefault(t, []).append(s)
-    total = sum(len(v) for v in groups.values())
-    return sum(sft_loss(policy, ss, t) * (len(ss) / total) for t, ss in groups.items())
+    return sum(sft_loss(policy, ss, t) * (len(ss) / len(batch)) for t, ss in groups.items())
 
 
 def lr_at(step: int, spec: PretrainSpec) -> float:
@@ -180,8 +170,7 @@ def pretrain_and_card(
     stop_after: int | None = None,
 ) -> Path:
     """``vlmrl pretrain-tiny``: pretrain, then evaluate every task (mix and held-out) and write the card."""
-    from vlmrl.eval.base_card import evaluate_entries, write_card
-    from vlmrl.models.base_mix import HELD_OUT
+    from vlmrl.eval.base_card import evaluate_entries, measure_card
 
     spec = PretrainSpec(
         out=out,
@@ -200,12 +189,5 @@ def pretrain_and_card(
         return {k: v["acc"] for k, v in evaluate_entries(policy, PRETRAIN_MIX, eval_size, seed=1).items()}
 
     path = pretrain(spec, on_log=lambda m: print(m, flush=True), evaluate_fn=quick_eval)
-    from vlmrl.models.loading import load_policy
-
-    policy = load_policy(path)
-    policy.model.eval()
-    rows = evaluate_entries(policy, PRETRAIN_MIX, card_size)
-    held = evaluate_entries(policy, HELD_OUT, card_size)
-    state = json.loads((path / "pretrain_state.json").read_text())
-    write_card(path, state, rows, held)
+    measure_card(path, card_size, write=True)
     return path
