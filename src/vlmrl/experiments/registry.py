@@ -18,6 +18,16 @@ from vlmrl.errors import UserError
 class ExperimentName(StrEnum):
     ENCODER_BLIND = "encoder_blind"
     """An aggressive vision-encoder update during RL on an image-free reward degrades perception."""
+    ENCODER_FROZEN = "encoder_frozen"
+    """A visual shift that needs new features cannot be learned with the vision tower frozen."""
+    CREDIT = "credit"
+    """A scalar reward pays "right for the wrong reason" (right answer from a wrong look) like a success."""
+    HALLUCINATION = "hallucination"
+    """When guessing "yes" usually pays, RL teaches false-yes answers and false mentions."""
+    SHORTCUT = "shortcut"
+    """When the question text predicts the answer, RL learns the prior instead of looking."""
+    ACTION = "action"
+    """A GUI agent takes an unsafe shortcut unless safety is a constraint of training."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,9 @@ class Challenge:
     """``{"baseline": what it does, "fix": what it does}``, for the verdict."""
     run_arm: Callable[[str, int, bool, Path], ArmResult]
     """``run_arm(arm, seed, quick, workdir)``: train one arm from scratch and measure the metric."""
+    side_metrics: tuple[str, ...] = ()
+    """Keys of :attr:`ArmResult.extra` also written to the JSON entry as ``{key: {"baseline": [per
+    seed], "fix": [per seed]}}`` beside ``failure`` (e.g. ``success`` for ``action``)."""
 
 
 def check_name(name: str) -> ExperimentName:

@@ -1,7 +1,8 @@
 """Run a challenge over seeds and write its results: ``challenges.json`` entry, verdict, plot.
 
 ``challenges.json`` maps each experiment to ``{"metric", "higher_is_better", "failure":
-{"baseline": [per seed], "fix": [per seed]}, "seeds", "command"}``; an experiment's run replaces
+{"baseline": [per seed], "fix": [per seed]}, "seeds", "command"}`` (plus one ``{"baseline",
+"fix"}`` pair per :attr:`Challenge.side_metrics` key); an experiment's run replaces
 its own entry and keeps the others. ``challenge_NAME.md`` holds the per-seed table and the
 verdict (:mod:`vlmrl.experiments.verdict`), ``challenge_NAME.png`` the metric's curves.
 """
@@ -111,6 +112,8 @@ def run_experiment(name: str, seeds: list[int], quick: bool, out: str | Path) ->
         "seeds": list(seeds),
         "command": cmd,
     }
+    for key in ch.side_metrics:
+        entry[key] = {arm: [r.extra[key] for r in results[arm]] for arm in ARM_NAMES}
     merge_entry(out / "challenges.json", name, entry)
     (out / f"challenge_{name}.md").write_text(verdict_markdown(ch, seeds, results, cmd))
     plot_curves(out / f"challenge_{name}.png", ch, results, seeds)
