@@ -181,6 +181,23 @@ def fsdp_conflicts(cfg: TrainConfig) -> list[str]:
     return [f"{k}={_get(cfg, k)!r}" for k, on in checks.items() if on]
 
 
+def async_conflicts(cfg: TrainConfig) -> list[str]:
+    """The settings ``rollout.mode: async`` cannot run yet, as ``key=value`` (empty: none).
+
+    The worker samples one batch of ``train.batch_prompts`` prompts per step from the prompt stream
+    in lockstep with the trainer; features that call the engine again within a step (multi-turn
+    episodes, DAPO refills, noisy and SR1 re-asks) or shard the model over ranks are refused at load.
+    """
+    checks = {
+        "env.name": cfg.env.name is not None,
+        "rollout.noisy_frac": cfg.rollout.noisy_frac > 0,
+        "algo.dynamic_sampling": cfg.algo.dynamic_sampling,
+        "algo.sr1_check": cfg.algo.sr1_check,
+        "train.strategy": cfg.train.strategy != "dp",
+    }
+    return [f"{k}={_get(cfg, k)!r}" for k, on in checks.items() if on]
+
+
 def _get(cfg: TrainConfig, key: str) -> object:
     section, name = key.split(".")
     return getattr(getattr(cfg, section), name)

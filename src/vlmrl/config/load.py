@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from vlmrl.config.checks import fsdp_conflicts
+from vlmrl.config.checks import async_conflicts, fsdp_conflicts
 from vlmrl.config.schema import CHOICES, TrainConfig
 from vlmrl.errors import UserError
 
@@ -252,9 +252,11 @@ def _validate(cfg: TrainConfig) -> None:
             "train.keep_checkpoints": cfg.train.keep_checkpoints,
             "eval.every": cfg.eval.every,
             "algo.kl_coef": cfg.algo.kl_coef,
+            "rollout.staleness": cfg.rollout.staleness,
         },
         0,
     )
+    require_at_least({"algo.tis_cap": cfg.algo.tis_cap}, 1)
     for key, v in {"train.lr": cfg.train.lr, "sft.lr": cfg.sft.lr}.items():
         if not (v > 0 and math.isfinite(v)):
             raise ConfigError(f"{key}: must be a finite number > 0, got {v}")
@@ -278,6 +280,8 @@ def _validate(cfg: TrainConfig) -> None:
     _validate_env(cfg)
     if cfg.train.strategy == "fsdp" and (bad := fsdp_conflicts(cfg)):
         raise ConfigError(f"train.strategy: fsdp does not support {', '.join(bad)} yet; turn off or use dp")
+    if cfg.rollout.mode == "async" and (bad := async_conflicts(cfg)):
+        raise ConfigError(f"rollout.mode: async does not support {', '.join(bad)} yet; turn off or use sync")
     total = cfg.train.batch_prompts * cfg.rollout.n
     if total % cfg.train.minibatches:
         raise ConfigError(

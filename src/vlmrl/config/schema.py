@@ -44,6 +44,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.papo_kl_estimator": _names(KLEstimator),
     "rollout.noise_schedule": ("constant", "linear", "cosine", "sigmoid"),
     "rollout.engine": ("hf", "vllm"),
+    "rollout.mode": ("sync", "async"),
     "train.schedule": SCHEDULES,
     "train.strategy": STRATEGIES,
     "train.fsdp_param_dtype": ("float32", "bfloat16", "float16"),
@@ -154,6 +155,11 @@ class RolloutConfig:
     """Sleep mode: vLLM's weights and KV cache leave the GPU between generations (level 1)."""
     vllm_tensor_parallel_size: int = 1
     """GPUs (ranks) sharing one vLLM engine; > 1 needs torchrun with a process count it divides."""
+    mode: str = "sync"
+    """sync: sample, then update, in one process | async: a worker process samples the next batch
+    from weights at most ``staleness`` updates old while the trainer updates (``rollout/async_worker.py``)."""
+    staleness: int = 1
+    """async: k, the most updates the sampling weights lag the trainer's; 0 is the sync run, exactly."""
     noisy_frac: float = 0.0
     """NoisyRollout: ⌊noisy_frac·n⌋ of each group sampled from a noised image, trained on clean; 0: off."""
     noise_std: float = 0.3
@@ -190,6 +196,9 @@ class AlgoConfig:
     only; None: 3). Setting it for another loss is an error."""
     kl_coef: float = 0.0
     """β of the KL to the reference; 0 skips the reference model entirely."""
+    tis_cap: float = 2.0
+    """Stale (async) rollouts: cap C ≥ 1 of the importance weight min(π_prox/μ, C) on each token's
+    advantage (decoupled PPO with truncated importance sampling, ``vlmrl.algos.offpolicy``)."""
     kl_estimator: str = "k3"
     """k1 | k2 | k3 (low-variance, clamped)."""
     kl_placement: str = "loss"
