@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The image replacements of the blind gap (``vlmrl.eval.blind``) and of ``reward.counterfactual``.
+BLIND_CONDITIONS: tuple[str, ...] = ("blank", "noise", "shuffled")
+#: ``reward.counterfactual``: off, or the blind condition whose greedy answer is not paid.
+COUNTERFACTUAL: tuple[str, ...] = ("none", *BLIND_CONDITIONS)
+
 
 @dataclass
 class JudgeConfig:
@@ -62,3 +67,7 @@ class RewardConfig:
     (``[{"role": "assistant", "content": …}]`` per completion, TRL's conversational format)."""
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     """The model judge, used when ``weights`` has a ``judge`` key."""
+    counterfactual: str = "none"
+    """none | blank | noise | shuffled: one greedy pass per step answers the prompts with the image
+    replaced so; a right answer the model also gives that way earns no accuracy reward
+    (``vlmrl.eval.counterfactual``). Pays only what the image is responsible for."""

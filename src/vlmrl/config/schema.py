@@ -11,8 +11,8 @@ from typing import Any
 
 from vlmrl.algos import AdvantageEstimator, CostMode, CostSpec, KLEstimator, LossAgg, PolicyLoss
 from vlmrl.config.log_spec import LogConfig
+from vlmrl.config.reward_spec import COUNTERFACTUAL, RewardConfig
 from vlmrl.config.reward_spec import JudgeConfig as JudgeConfig  # re-exported: rooms import schema
-from vlmrl.config.reward_spec import RewardConfig
 from vlmrl.data.loading import IMAGE_BOUNDS
 
 #: ``train.schedule`` (``vlmrl.run.optim.lr_factor``): warm-up, then constant or a cosine to 0.
@@ -49,6 +49,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.strategy": STRATEGIES,
     "train.fsdp_param_dtype": ("float32", "bfloat16", "float16"),
     "reward.trl_completions": TRL_COMPLETIONS,
+    "reward.counterfactual": COUNTERFACTUAL,
     "vision.train": VISION_MODES,
     "data.image_bounds": IMAGE_BOUNDS,
 }
@@ -279,6 +280,9 @@ class EvalConfig:
     """Prompts per generate call at evaluation."""
     blind: bool = False
     """Also evaluate with blank / noise / shuffled images: ``eval/blind/<cond>``, ``eval/blind_gap``."""
+    blind_gap_drop: float = 0.2
+    """With ``eval.blind``: warn (once) and log ``eval/blind_gap_alert = 1`` while the blind gap is
+    more than this below its first value in the run: the model answers more from the text."""
     drift: bool = True
     """Log vision-tower drift vs. the initial model (``vision/cos_sim``, ``cka``, ``weight_change``)."""
     pope_size: int = 0

@@ -12,6 +12,7 @@ from vlmrl.data import Sample
 from vlmrl.errors import UserError
 from vlmrl.eval.accuracy import evaluate
 from vlmrl.eval.blind import blind_gap, flatten_blind
+from vlmrl.eval.blind_monitor import BlindGapMonitor
 from vlmrl.eval.drift import DriftMonitor
 from vlmrl.eval.multiturn import evaluate_multiturn
 from vlmrl.eval.pope import flatten_pope, pope_eval
@@ -24,14 +25,17 @@ def training_diagnostics(
     reward_fn,
     drift: DriftMonitor | None = None,
     real: dict[str, Any] | None = None,
+    watch: BlindGapMonitor | None = None,
 ) -> dict[str, float]:
     """Logger-ready metrics: ``eval/blind/<cond>``, ``eval/blind_gap``, ``eval/pope/…``, ``vision/…``.
 
-    ``real`` is the eval's ``evaluate(..., return_outputs=True)`` result, reused by the blind gap.
+    ``real`` is the eval's ``evaluate(..., return_outputs=True)`` result, reused by the blind gap;
+    ``watch`` adds the blind-gap monitor's ``eval/blind_gap_drop`` and ``eval/blind_gap_alert``.
     """
     out: dict[str, float] = {}
     if cfg.eval.blind and samples:
         out |= flatten_blind(_blind(policy, samples, cfg, reward_fn, real))
+        out |= watch.observe(out) if watch is not None else {}
     if cfg.eval.pope_size > 0:
         out |= flatten_pope(_pope(policy, cfg, cfg.eval.pope_size), "eval/pope")
     if drift is not None:

@@ -55,6 +55,8 @@ from vlmrl.config.checks import check_run_dir
 from vlmrl.data import Sample, build_messages
 from vlmrl.data.stream import PromptStream, eval_samples
 from vlmrl.eval.accuracy import evaluate
+from vlmrl.eval.blind_monitor import BlindGapMonitor
+from vlmrl.eval.counterfactual import pay_if_looking
 from vlmrl.eval.diagnostics import training_diagnostics
 from vlmrl.eval.drift import build_drift_monitor
 from vlmrl.eval.multiturn import evaluate_multiturn
@@ -162,7 +164,7 @@ class GRPOTrainer:
         self.stream = PromptStream(cfg.data, position)
         self.eval_set = eval_samples(cfg.data)
         # before any update; a resumed run measures against cfg.model.path (the KL reference is that model)
-        self.drift = None
+        self.drift, self.blind_watch = None, BlindGapMonitor(cfg.eval.blind_gap_drop)  # eval/blind_monitor.py
         self.logger: MetricsLogger | NullLogger = NullLogger()
         if self.dist.is_main:  # rank 0 evaluates and writes the run directory
             self.drift = build_drift_monitor(self.policy, self.eval_set, cfg, ckpt is not None, self.ref)
@@ -173,7 +175,8 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ one step
     def _score(self, samples: list[Sample], batch: RolloutBatch) -> Rollouts:
-        return Rollouts.scored(samples, batch, self.reward_fn)
+        ro = Rollouts.scored(samples, batch, self.reward_fn)  # reward.counterfactual: blind-right unpaid
+        return pay_if_looking(ro, self.engine, self.policy.processor, self.cfg.data.template, self.cfg.reward)
 
     def _rollout_round(self, k: int) -> Rollouts:
         """Sample ``k`` prompts × G completions and score them."""
@@ -341,7 +344,7 @@ class GRPOTrainer:
         )
         metrics = {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float))}
         return metrics | training_diagnostics(
-            self.policy, self.eval_set, self.cfg, self.reward_fn, self.drift, real=res
+            self.policy, self.eval_set, self.cfg, self.reward_fn, self.drift, real=res, watch=self.blind_watch
         )
 
     def save(self) -> Path:

@@ -13,6 +13,7 @@ from vlmrl.data.tasks import (  # noqa: F401
     ground,
     measure,
     pope,
+    shortcut,
     simple,
     spatial,
     zoom,
