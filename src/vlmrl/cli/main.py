@@ -115,6 +115,7 @@ def _cmd_eval(args) -> None:
     from vlmrl.config import load_config
     from vlmrl.config.checks import check_before_loading, check_sampling_args
     from vlmrl.data.stream import eval_samples
+    from vlmrl.eval.errors import check_error_setup, write_errors
     from vlmrl.rewards.plugins import reward_from_config
 
     cfg = load_config(args.config, args.overrides)
@@ -122,6 +123,8 @@ def _cmd_eval(args) -> None:
     check_before_loading(cfg, model)
     ks = check_sampling_args(args.samples, args.pass_k, args.temperature, cfg.env.name)
     samples = eval_samples(cfg.data)  # dataset files and columns, before the model
+    if args.errors:  # a <look> template and scene facts, before the model
+        check_error_setup(samples, cfg.data.template, cfg.env.name)
     from vlmrl.eval.blind import format_blind_table  # torch and transformers load only now
     from vlmrl.eval.diagnostics import eval_report
     from vlmrl.eval.pope import format_pope_table
@@ -134,7 +137,9 @@ def _cmd_eval(args) -> None:
         min_pixels=cfg.model.min_pixels,
         max_pixels=cfg.model.max_pixels,
     )
-    res = eval_report(policy, samples, cfg, reward_from_config(cfg.reward), args.blind, args.pope)
+    res = eval_report(
+        policy, samples, cfg, reward_from_config(cfg.reward), args.blind, args.pope, args.errors
+    )
     print(json.dumps(res["accuracy"], indent=2))
     if args.samples:  # beside greedy: n samples per prompt at a temperature, pass@k
         from vlmrl.eval.accuracy import sampled_accuracy
@@ -152,6 +157,7 @@ def _cmd_eval(args) -> None:
         print(f"\nPOPE hallucination probes ({args.pope} per mode; positive class: yes)")
         print(format_pope_table(res["pope"]))
     out = Path(args.out) if args.out else (Path(model) if Path(model).is_dir() else Path(".")) / "eval.json"
+    write_errors(res, out)  # --errors: the table; errors.json (per sample) beside eval.json
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model": str(model), **res}, indent=2) + "\n")
     print(f"wrote {out}")
@@ -347,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--blind", action="store_true", help="also blank / noise / shuffled images: the blind gap"
             )
             c.add_argument("--pope", type=int, default=0, metavar="N", help="N POPE probes per mode (0: off)")
+            c.add_argument("--errors", action="store_true", help="wrong answers: perception/reasoning/format")
             c.add_argument("--out", default=None, help="results file (default: MODEL_DIR/eval.json)")
             c.add_argument(
                 "--samples",

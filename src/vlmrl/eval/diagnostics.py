@@ -14,6 +14,7 @@ from vlmrl.eval.accuracy import evaluate
 from vlmrl.eval.blind import blind_gap, flatten_blind
 from vlmrl.eval.blind_monitor import BlindGapMonitor
 from vlmrl.eval.drift import DriftMonitor
+from vlmrl.eval.errors import error_split
 from vlmrl.eval.multiturn import evaluate_multiturn
 from vlmrl.eval.pope import flatten_pope, pope_eval
 
@@ -75,9 +76,10 @@ def pope_scene(cfg) -> dict[str, Any]:
 
 
 def eval_report(
-    policy, samples: list[Sample], cfg, reward_fn, blind: bool = False, pope: int = 0
+    policy, samples: list[Sample], cfg, reward_fn, blind: bool = False, pope: int = 0, errors: bool = False
 ) -> dict[str, Any]:
-    """``vlmrl eval``: ``{"accuracy": evaluate(...), "blind": blind_gap(...)?, "pope": report?}``.
+    """``vlmrl eval``: ``{"accuracy": evaluate(...), "blind": blind_gap(...)?, "pope": report?,
+    "errors": error_split(...)?}`` (``errors``: the greedy answers split by :mod:`vlmrl.eval.errors`).
 
     With ``env.name`` set the accuracy is of greedy multi-turn episodes (tool calls and all) and
     so are the blind conditions; POPE's yes/no probes are single-turn, so they are refused there.
@@ -105,4 +107,6 @@ def eval_report(
         out["blind"] = _blind(policy, samples, cfg, reward_fn, real)
     if pope > 0:
         out["pope"] = _pope(policy, cfg, pope)
+    if errors:
+        out["errors"] = error_split([o["completion"] for o in real["outputs"]], samples)
     return out
