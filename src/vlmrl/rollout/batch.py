@@ -68,6 +68,10 @@ class RolloutBatch:
     extra_pixel_values: list[torch.Tensor | None] | None = None
     extra_image_grid_thw: list[torch.Tensor | None] | None = None
     completion_token_types: dict[str, torch.Tensor] | None = None
+    # Asynchronous rollouts (vlmrl.rollout.async_worker) sampled by weights older than the update's:
+    # log μ of the behaviour policy [N, C], for the off-policy correction (vlmrl.algos.offpolicy).
+    # None: the sampler was the policy the update starts from (every synchronous batch).
+    behaviour_logprobs: torch.Tensor | None = None
 
     @property
     def has_extras(self) -> bool:
@@ -219,6 +223,7 @@ def select_prompts(batch: RolloutBatch, prompts: list[int]) -> RolloutBatch:
         completion_lengths=batch.completion_lengths[rows],
         finish_reasons=[batch.finish_reasons[i] for i in rows.tolist()],
         texts=[batch.texts[i] for i in rows.tolist()] if batch.texts else [],
+        behaviour_logprobs=None if batch.behaviour_logprobs is None else batch.behaviour_logprobs[rows],
         **_take_extras(batch, rows.tolist()),
     )
 

@@ -66,12 +66,12 @@ from vlmrl.models.lora import has_lora
 from vlmrl.models.vision import apply_vision_policy
 from vlmrl.rewards.plugins import reward_from_config
 from vlmrl.rewards.sr1 import SR1
+from vlmrl.rollout.async_worker import rollout_engine
 from vlmrl.rollout.batch import RolloutBatch, encode_prompts
 from vlmrl.rollout.env_round import CostControl, env_rollout_round
 from vlmrl.rollout.noisy import noisy_reward_metrics, noisy_rollouts
 from vlmrl.rollout.rollout_log import write_rollouts
 from vlmrl.rollout.rollouts import Rollouts
-from vlmrl.rollout.vllm_engine import build_engine
 from vlmrl.run.checkpoint import load_trainable, prune_checkpoints
 from vlmrl.run.dist import (
     barrier,
@@ -160,7 +160,8 @@ class GRPOTrainer:
         self.sample_rng = sampling_generator(  # this rank's saved stream, else one from (seed, rank, step)
             cfg.train.seed, self.dist.rank, self.step, self.policy.model.device, checkpoint_rng(ckpt)
         )
-        self.engine = build_engine(self.policy, cfg, self.sample_rng)  # rollout.engine: hf | vllm
+        # rollout.engine: hf | vllm; rollout.mode: async samples in a worker process (rollout/async_worker.py)
+        self.engine = rollout_engine(self.policy, cfg, self.sample_rng, self.step, position)
         self.stream = PromptStream(cfg.data, position)
         self.eval_set = eval_samples(cfg.data)
         # before any update; a resumed run measures against cfg.model.path (the KL reference is that model)

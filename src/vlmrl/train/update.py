@@ -3,7 +3,10 @@
 Old log-probs: when the step is fully on-policy (one epoch, one minibatch) the ratio's
 denominator is ``logp.detach()`` — exactly 1, whatever the numerics of the sampler. Otherwise
 it is the sampler's log-probs, which equal the training forward's to ~1e-6 on CPU fp32 (tested;
-every processor output is carried, see ``vlmrl.rollout.batch``).
+every processor output is carried, see ``vlmrl.rollout.batch``). A stale asynchronous batch
+(``batch.behaviour_logprobs`` set, :mod:`vlmrl.rollout.async_worker`) is trained with decoupled
+PPO: each token's advantage times ``min(π_prox / μ, algo.tis_cap)`` (:mod:`vlmrl.algos.offpolicy`),
+π_prox being the policy at this update's start (recomputed once when the update is off-policy).
 
 Micro-batches are normalised by the token / sequence counts of the whole minibatch, so the
 summed micro-batch gradients equal the full minibatch gradient (tested: 1×4 vs 4×1). Under
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from vlmrl.algos import LossSpec, agg_loss, entropy_from_logits, global_counts, kl_penalty, policy_loss
+from vlmrl.algos.offpolicy import truncated_is_weights
 from vlmrl.config.schema import AlgoConfig, LoopConfig
 from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.shared_prompt import rollout_logprobs
@@ -101,6 +105,10 @@ def policy_update(
     if algo.papo_coef > 0:  # one mask per prompt for the whole step (all epochs and micro-batches)
         masked = masked_batch(batch, algo.papo_mask_ratio, merge_size(model), loop.seed, step)
     on_policy = loop.epochs == 1 and loop.minibatches == 1
+    behaviour = batch.behaviour_logprobs  # [N, C] stale async rollouts' log μ, else None
+    old_logp = batch.sampler_logprobs  # [N, C] off-policy epochs clip around this
+    if behaviour is not None and not on_policy:  # decoupled PPO: around π_prox, this update's start
+        old_logp = reference_logprobs(model, batch, loop.micro_batch, spec.temperature)
     mask = batch.completion_mask  # [N, C]
     params = [p for p in model.parameters() if p.requires_grad]
     dev = params[0].device if params else torch.device("cpu")  # the loss is computed where the model is
@@ -123,12 +131,18 @@ def policy_update(
                 rows = micro.tolist()
                 logp, logits = rollout_logprobs(model, batch, rows, spec.temperature)  # shared_prompt.py
                 m = mask[rows].to(dev)
-                old = logp.detach() if on_policy else batch.sampler_logprobs[rows].to(dev)
+                old = logp.detach() if on_policy else old_logp[rows].to(dev)
+                adv = advantages[rows].to(dev)
+                is_metrics: dict[str, float] = {}
+                if behaviour is not None:  # w = min(π_prox / μ, C) on each token's advantage
+                    w, is_metrics = truncated_is_weights(old, behaviour[rows].to(dev), m, algo.tis_cap)
+                    adv = adv * w
                 pg, pg_metrics = policy_loss(
-                    loss_spec, logp, old, advantages[rows].to(dev), m, global_tokens=tokens, global_seqs=seqs
+                    loss_spec, logp, old, adv, m, global_tokens=tokens, global_seqs=seqs
                 )
                 loss = pg
                 metrics = {f"actor/{k}": v for k, v in pg_metrics.items()}
+                metrics |= {f"offpolicy/{k}": v for k, v in is_metrics.items()}
                 metrics["actor/pg_loss"] = pg.item()
                 if ref_logp is not None and algo.kl_coef > 0 and algo.kl_placement == "loss":
                     kl = agg_loss(
