@@ -20,6 +20,7 @@ from vlmrl.rewards.accuracy import (
 from vlmrl.rewards.box import box_iou, iou_1000_reward, iou_reward, iou_score, parse_box
 from vlmrl.rewards.compose import DEFAULT_WEIGHTS, build_reward, compose
 from vlmrl.rewards.format import format_answer_only_reward, format_reward
+from vlmrl.rewards.hallucination import no_false_yes_reward
 from vlmrl.rewards.math_reward import math_equal, math_reward
 from vlmrl.rewards.numeric import numbers_close, parse_number
 from vlmrl.rewards.parse import extract_answer, last_boxed, normalize_text
@@ -53,6 +54,7 @@ __all__ = [
     "look_span",
     "math_equal",
     "math_reward",
+    "no_false_yes_reward",
     "normalize_text",
     "number_reward",
     "numbers_close",

@@ -9,6 +9,7 @@ from vlmrl.data.tasks import (  # noqa: F401
     chart,
     chart_calc,
     count,
+    count_probe,
     geometry,
     ground,
     measure,
