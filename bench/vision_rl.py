@@ -1,5 +1,9 @@
 """The vision-specific experiments: encoder policy, perception credit, and whether guessing pays.
 
+Superseded, kept as history: these runs start from a from-scratch SFT model and came out at noise.
+The failure-mode experiments on the pretrained tiny base replace them (``vlmrl experiment NAME``,
+``vlmrl.experiments``; results in ``bench/results/challenges.json``).
+
 Each experiment: one SFT warm-start (cached in ``--work``), then GRPO arms × seeds from it, each
 evaluated on the same held-out split (greedy) every ``eval.every`` steps.
 

@@ -108,10 +108,21 @@ def one_of(options: tuple[str, ...] | list[str]) -> str:
     return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, color: str) -> None:
-    """Fill ``shape`` inside ``box``; the shape touches all four sides of the box."""
+def faded(rgb: tuple[int, int, int], contrast: float) -> tuple[int, int, int]:
+    """``rgb`` mixed with the white background: ``round(bg + contrast · (rgb − bg))`` per channel.
+
+    >>> faded((40, 90, 225), 1.0), faded((40, 90, 225), 0.5), faded((40, 90, 225), 0.0)
+    ((40, 90, 225), (148, 172, 240), (255, 255, 255))
+    """
+    r, g, b = (round(bg + contrast * (c - bg)) for c, bg in zip(rgb, BACKGROUND, strict=True))
+    return r, g, b
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, color: str, contrast: float = 1.0) -> None:
+    """Fill ``shape`` inside ``box``; the shape touches all four sides of the box. ``contrast`` < 1
+    draws the colour :func:`faded` toward the background."""
     x1, y1, x2, y2 = box
-    fill = PALETTE[color]
+    fill = faded(PALETTE[color], contrast)
     if shape == "circle":
         draw.ellipse(box, fill=fill)
     elif shape == "square":

@@ -53,8 +53,10 @@ class PositionTask(TaskGenerator):
     """One circle in one quadrant: answer ``top-left|top-right|bottom-left|bottom-right``.
 
     ``classes=2`` asks only ``left|right`` (the circle may then sit at any height). ``radius`` is
-    the circle's radius range as fractions of the image side (a distribution-shift knob: a model
-    trained on big circles may miss small ones).
+    the circle's radius range as fractions of the image side and ``contrast`` how far its colour
+    stands out from the white background (1: the palette colour; 0.2: a pale tint, see
+    :func:`~vlmrl.data.tasks.base.faded`): distribution-shift knobs, since a model trained on big,
+    saturated circles may miss small or faint ones.
     """
 
     name = "position"
@@ -66,6 +68,7 @@ class PositionTask(TaskGenerator):
         classes: int = 4,
         color: str = "blue",
         radius: tuple[float, float] = (0.09, 0.15),
+        contrast: float = 1.0,
     ) -> None:
         super().__init__(size)
         if classes not in (2, 4):
@@ -75,7 +78,12 @@ class PositionTask(TaskGenerator):
             raise ValueError(
                 f"task 'position': knob 'radius' must satisfy 0.02 <= lo <= hi <= 0.2, got {radius}"
             )
+        if not 0.0 < float(contrast) <= 1.0:
+            raise ValueError(
+                f"task 'position': knob 'contrast' must satisfy 0 < contrast <= 1, got {contrast}"
+            )
         self.radius = (lo, hi)
+        self.contrast = float(contrast)
         self.classes = classes
         self.color = check_colors(self.name, "color", (color,))[0]
 
@@ -95,9 +103,10 @@ class PositionTask(TaskGenerator):
             cy = rng.randint(lo, hi) + (half if answer.startswith("bottom") else 0)
         box = [cx - r, cy - r, cx + r, cy + r]
         image = self.canvas()
-        draw_shape(ImageDraw.Draw(image), "circle", box, self.color)
+        draw_shape(ImageDraw.Draw(image), "circle", box, self.color, self.contrast)
         question = f"Where is the circle in the image? Answer {one_of(self.answers())}."
-        facts = {"objects": [obj("circle", self.color, box)], "classes": self.classes}
+        extra = {} if self.contrast == 1.0 else {"contrast": self.contrast}
+        facts = {"objects": [obj("circle", self.color, box, **extra)], "classes": self.classes}
         return self.make(image, question, answer, facts, index, split)
 
 
