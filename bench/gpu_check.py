@@ -14,6 +14,9 @@ On the locally built tiny Qwen2.5-VL (nothing is downloaded), for each engine th
   vLLM's own (nucleus-renormalised) ones were;
 - vLLM seeds: one prompt sent twice in a call, 4 samples each — with a shared seed per sample
   index the two copies' completions would be identical;
+- ``rollout.mode: async``: a weight push to a worker process (gloo staged through the CPU; nccl to
+  a worker on its own GPU when there are two), GRPO with staleness 0 against sync (max |Δ weight|)
+  and with staleness 1 (its ``rollout/staleness`` and seconds per step);
 - the GPU tests of the engine (``tests/test_vllm_engine.py``: fp32 engine vs fp32 forward, bf16 vs
   bf16, the encoder cache reset after a vision-tower change, a weight change reaching vLLM).
 
@@ -231,6 +234,59 @@ def run_torchrun(model: str, steps: int, engine: str = "hf") -> dict:
         return out
 
 
+def _pull_on(port: int, backend: str, device: str, out) -> None:
+    """Worker side of the weight-push check: receive one push on ``device``, send back its sum."""
+    from vlmrl.rollout.weight_sync import WORKER, WeightChannel
+
+    recv = [torch.zeros(1000, 100, device=device), torch.zeros(7, dtype=torch.bfloat16, device=device)]
+    WeightChannel(WORKER, port, backend, device, timeout_s=120).pull(recv)
+    out.put([float(t.double().sum()) for t in recv])
+
+
+def async_check(model: str, steps: int, device: str = "cuda") -> dict:
+    """``rollout.mode: async`` on the GPU: the weight push (gloo, CPU-staged, worker on the same GPU;
+    nccl with the worker on a GPU of its own when there are two), then GRPO with k = 0 vs sync
+    (max |Δ weight|: 0 when the GPU kernels are deterministic) and with k = 1 (staleness logged)."""
+    import torch.multiprocessing as mp
+
+    from vlmrl.config import load_config
+    from vlmrl.rollout.weight_sync import TRAINER, WeightChannel, free_port
+    from vlmrl.train.grpo import GRPOTrainer
+
+    out: dict = {"check": "async", "push": {}}
+    ctx = mp.get_context("spawn")
+    gpu = device.startswith("cuda")
+    for backend, dev in [("gloo", "cuda:0" if gpu else "cpu")] + [("nccl", "cuda:1")] * (
+        gpu and torch.cuda.device_count() >= 2
+    ):
+        q, port = ctx.Queue(), free_port()
+        proc = ctx.Process(target=_pull_on, args=(port, backend, dev, q), daemon=True)
+        proc.start()
+        here = "cuda:0" if gpu else "cpu"
+        sent = [torch.randn(1000, 100, device=here), torch.randn(7, device=here).bfloat16()]
+        WeightChannel(TRAINER, port, backend, here, timeout_s=120).push(sent)
+        got = q.get(timeout=120)
+        proc.join(timeout=60)
+        out["push"][backend] = got == [float(t.double().sum()) for t in sent]
+    finals = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extra in [("sync", []), ("k0", ["rollout.staleness=0"]), ("k1", ["rollout.staleness=1"])]:
+            base = _overrides(model, Path(tmp) / name, EngineRun("hf", "float32"), steps, device)
+            mode = ["rollout.mode=async"] if extra else []
+            trainer = GRPOTrainer(load_config(None, [*base, *mode, *extra]))
+            ms = [trainer.train_step() for _ in range(steps)]
+            out[f"{name}_s_per_step_median"] = statistics.median(m["time/step_s"] for m in ms[1:] or ms)
+            out[f"{name}_staleness"] = [m.get("rollout/staleness") for m in ms]
+            finals[name] = [p.detach().clone() for p in trainer.policy.model.parameters()]
+            if extra:
+                trainer.engine.close()
+    out["k0_vs_sync_max_abs_dweight"] = max(
+        float((a - b).abs().max()) for a, b in zip(finals["sync"], finals["k0"], strict=True)
+    )
+    out["ok"] = all(out["push"].values()) and out["k1_staleness"][1:] == [1.0] * (steps - 1)
+    return out
+
+
 def _guarded(label: dict, fn, *args, **kw) -> dict:
     """``fn(...)``, or ``label`` with the error: one broken check must not hide the others."""
     try:
@@ -268,6 +324,7 @@ def main() -> int:
 
             model = str(make_tiny(Path(tmp) / "tiny", TinyConfig(seed=0)))
             print(json.dumps(run_engine(model, EngineRun("hf", "float32"), args.steps, device="cpu")))
+            print(json.dumps(async_check(model, args.steps, device="cpu")))
         return 0
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA here; nothing to check (--cpu-dry-run tests the script)", file=sys.stderr)
@@ -301,6 +358,7 @@ def main() -> int:
             print(json.dumps(results["checks"][-1], default=str)[:400], flush=True)
         if has_vllm:
             results["other"].append(_guarded({"check": "vllm_seeds"}, vllm_seed_check, model))
+        results["other"].append(_guarded({"check": "async"}, async_check, model, args.steps))
         if torch.cuda.device_count() >= 2:
             for engine in ("hf", "vllm") if has_vllm else ("hf",):
                 results["other"].append(
