@@ -38,6 +38,7 @@ def check_path(key: str, path: str | None) -> None:
 def check_before_loading(cfg: TrainConfig, model_path: str | None = None) -> None:
     """Reward names and plugin modules, then every path the run reads (``model_path`` defaults to
     ``model.path``); raises the project's user errors, each naming the key."""
+    import vlmrl.envs  # noqa: F401  (registers the GUI tasks, data.task: gui / gui_ground; no torch)
     from vlmrl.rewards.judge import JUDGE, JudgeReward
     from vlmrl.rewards.plugins import reward_from_config
 
