@@ -14,6 +14,7 @@ from typing import Any
 
 from vlmrl.envs.env import ToolEnv
 from vlmrl.envs.gui import GuiEnv
+from vlmrl.envs.spy import SpyGame
 from vlmrl.envs.types import VisualEnv
 from vlmrl.errors import UserError
 
@@ -64,3 +65,4 @@ def make_env(name: str, **kwargs: Any) -> Callable[[], VisualEnv]:
 register_env("tools", ToolEnv)
 register_env("no_tools", partial(ToolEnv, tools=()))
 register_env("gui", GuiEnv)
+register_env("spy", SpyGame)

@@ -13,9 +13,12 @@ import numpy as np
 
 from vlmrl.config import TrainConfig
 from vlmrl.data import Sample
+from vlmrl.eval.accuracy import evaluate
+from vlmrl.rewards import get_reward
 from vlmrl.rollout.env_round import env_factory, spec_from_config
 from vlmrl.rollout.hf_engine import HFEngine
 from vlmrl.rollout.multiturn import multiturn_rollout
+from vlmrl.rollout.seats import is_game
 from vlmrl.rollout.trajectory import episode_metrics
 
 
@@ -25,6 +28,10 @@ def evaluate_multiturn(
     """Greedy multi-turn episodes on ``samples``: accuracy (the reward's ``accuracy`` part), reward,
     and the ``env/*`` episode metrics (as ``tool_calls_per_episode``, ...), overall and per task."""
     make_env = make_env or env_factory(cfg)
+    if is_game(make_env()):  # a self-play game has no answer: held-out perception, single-turn, greedy
+        reward = get_reward("accuracy")
+        max_new = cfg.eval.max_new_tokens
+        return evaluate(policy, samples, cfg.data.template, reward, max_new, batch_size, return_outputs)
     engine = HFEngine(policy, max_new_tokens=cfg.env.turn_max_new_tokens)
     by_task: dict[str, list[float]] = defaultdict(list)
     rewards, outputs, all_trajs = [], [], []

@@ -20,6 +20,7 @@ from vlmrl.rollout.batch import RolloutBatch
 from vlmrl.rollout.multiturn import MultiTurnSpec, multiturn_rollout
 from vlmrl.rollout.rollouts import stack_parts
 from vlmrl.rollout.safety import CostControl
+from vlmrl.rollout.seats import is_game, seat_rollout, seat_round_metrics
 from vlmrl.rollout.trajectory import Trajectory, episode_metrics
 
 __all__ = [
@@ -60,13 +61,18 @@ def score_trajectories(trajs: list[Trajectory]) -> tuple[torch.Tensor, dict, dic
 
 def env_rollout_round(
     engine, processor, cfg: TrainConfig, samples: list[Sample], make_env=None
-) -> tuple[RolloutBatch, list[Trajectory], torch.Tensor, dict, dict[str, torch.Tensor]]:
-    """One round: the batch, its episodes, rewards ``[N]``, ``reward/*`` + ``env/*`` metrics, parts."""
+) -> tuple[list[Sample], RolloutBatch, list[Trajectory], torch.Tensor, dict, dict[str, torch.Tensor]]:
+    """One round: the groups' samples, the batch, its episodes, rewards ``[N]``, ``reward/*`` +
+    ``env/*`` metrics, parts. A multi-seat game (``env.name: spy``) plays ``rollout.n`` games per
+    sample, one row per seat, grouped by role (:mod:`vlmrl.rollout.seats`): 2 groups per sample."""
     make_env = make_env or env_factory(cfg)
-    batch, trajs = multiturn_rollout(
-        engine, processor, make_env, samples, spec_from_config(cfg, cfg.rollout.n)
-    )
+    spec, extra = spec_from_config(cfg, cfg.rollout.n), {}
+    if is_game(make_env()):
+        samples, batch, trajs, games = seat_rollout(engine, processor, make_env, samples, spec)
+        extra = seat_round_metrics(games, trajs)
+    else:
+        batch, trajs = multiturn_rollout(engine, processor, make_env, samples, spec)
     rewards, metrics, parts = score_trajectories(trajs)
     if cfg.algo.overlong_penalty:  # budget stops count as truncated
         rewards = rewards - cfg.algo.overlong_penalty * torch.tensor([t.budget_hit for t in trajs]).float()
-    return batch, trajs, rewards, metrics | episode_metrics(trajs), parts
+    return samples, batch, trajs, rewards, metrics | episode_metrics(trajs) | extra, parts

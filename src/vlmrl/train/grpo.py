@@ -72,6 +72,7 @@ from vlmrl.rollout.env_round import CostControl, env_rollout_round
 from vlmrl.rollout.noisy import noisy_reward_metrics, noisy_rollouts
 from vlmrl.rollout.rollout_log import write_rollouts
 from vlmrl.rollout.rollouts import Rollouts
+from vlmrl.rollout.seats import labelled_stage
 from vlmrl.run.checkpoint import load_trainable, prune_checkpoints
 from vlmrl.run.dist import (
     barrier,
@@ -183,8 +184,8 @@ class GRPOTrainer:
         """Sample ``k`` prompts × G completions and score them."""
         cfg = self.cfg
         samples = self.stream.next_shard(k, self.dist.rank, self.dist.world)  # this rank's k / W
-        if cfg.env.name is not None:  # multi-turn episodes with tools; the env's trajectory reward
-            batch, trajectories, rewards, metrics, parts = env_rollout_round(
+        if cfg.env.name is not None and not labelled_stage(cfg.env.kwargs, self.step):  # episodes/games
+            samples, batch, trajectories, rewards, metrics, parts = env_rollout_round(
                 self.engine, self.policy.processor, cfg, samples
             )
             return Rollouts(samples, batch, rewards, parts, metrics, trajectories)
