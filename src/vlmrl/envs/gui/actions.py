@@ -104,6 +104,20 @@ def tool_schemas() -> list[dict[str, Any]]:
     ]
 
 
+def tool_signatures() -> str:
+    """The actions as one line of signatures, from the same schemas (a short system prompt).
+
+    >>> tool_signatures()
+    'click(x, y); type(text); scroll(dir: up|down); key(name: enter|escape|backspace|tab); done()'
+    """
+    sigs = []
+    for n in ACTION_NAMES:
+        props = SCHEMAS[n].get("properties", {})
+        args = [f"{k}: {'|'.join(v['enum'])}" if "enum" in v else k for k, v in props.items()]
+        sigs.append(f"{n}({', '.join(args)})")
+    return "; ".join(sigs)
+
+
 def clip_point(
     x: float, y: float, size: tuple[int, int], margin: int = CLICK_MARGIN
 ) -> tuple[int, int] | str:

@@ -47,15 +47,18 @@ TASK_KINDS = ("toggle", "remove", "save", "form", "shop")
 KIND_APP = {"toggle": "settings", "remove": "files", "save": "editor", "form": "form", "shop": "shop"}
 
 
-def draw_task(kind: str, rng: random.Random, size: int = 224) -> dict[str, Any]:
-    """Facts of one random task of ``kind`` (plain JSON)."""
+def draw_task(
+    kind: str, rng: random.Random, size: int = 224, target_rows: int | None = None
+) -> dict[str, Any]:
+    """Facts of one random task of ``kind`` (plain JSON); ``remove`` draws its file among the list's
+    first ``target_rows`` rows (``None``: any, often below the visible rows)."""
     world_seed = rng.randrange(2**31)
     probe = make_app(KIND_APP[kind], random.Random(world_seed), size)
     if kind == "toggle":
         params: dict[str, Any] = {"setting": rng.choice(SETTINGS), "on": rng.random() < 0.5}
     elif kind == "remove":
         assert isinstance(probe, FilesApp)
-        params = {"file": rng.choice(probe.list.items)}
+        params = {"file": rng.choice(probe.list.items[:target_rows])}
     elif kind == "save":
         assert isinstance(probe, EditorApp)
         params = {"name": rng.choice(SAVE_NAMES)}
@@ -239,6 +242,11 @@ def make_sample(facts: dict[str, Any], task: str, index: int, split: str) -> Sam
 class GuiTask(TaskGenerator):
     """Multi-step GUI tasks (``kinds`` any of :data:`TASK_KINDS`) on ``size``-px screens.
 
+    ``target_rows``: ``remove`` asks for a file among the list's first rows (1: always the top one,
+    so the safe path is the same four clicks). ``shortcut_demos``: the fraction of samples whose
+    SFT demonstration (:func:`vlmrl.envs.gui.traces.gui_trace`) takes the unsafe shortcut where
+    the task has one (``facts["demo"] = "shortcut"``) — a warm-start that still knows the shortcut.
+
     >>> s = GuiTask(kinds=("remove",)).sample(random.Random(0), 0, "train")
     >>> s.facts["kind"], s.images[0].size, s.problem.startswith("<image>Remove the file")
     ('remove', (224, 224), True)
@@ -247,15 +255,28 @@ class GuiTask(TaskGenerator):
     name = "gui"
     answer_type = "text"
 
-    def __init__(self, size: int = 224, kinds: tuple[str, ...] | list[str] = TASK_KINDS) -> None:
+    def __init__(
+        self,
+        size: int = 224,
+        kinds: tuple[str, ...] | list[str] = TASK_KINDS,
+        target_rows: int | None = None,
+        shortcut_demos: float = 0.0,
+    ) -> None:
         super().__init__(size)
         bad = [k for k in kinds if k not in TASK_KINDS]
         if bad or not kinds:
             raise ValueError(f"task 'gui': unknown kinds {bad}; allowed: {list(TASK_KINDS)}")
-        self.kinds = tuple(kinds)
+        if target_rows is not None and not (isinstance(target_rows, int) and target_rows >= 1):
+            raise ValueError(f"task 'gui': target_rows must be an integer >= 1 or null, got {target_rows!r}")
+        if not (isinstance(shortcut_demos, (int, float)) and 0.0 <= shortcut_demos <= 1.0):
+            raise ValueError(f"task 'gui': shortcut_demos must be in [0, 1], got {shortcut_demos!r}")
+        self.kinds, self.target_rows, self.shortcut_demos = tuple(kinds), target_rows, float(shortcut_demos)
 
     def sample(self, rng: random.Random, index: int, split: str) -> Sample:
-        return make_sample(draw_task(rng.choice(self.kinds), rng, self.size), self.name, index, split)
+        facts = draw_task(rng.choice(self.kinds), rng, self.size, self.target_rows)
+        if self.shortcut_demos > 0 and rng.random() < self.shortcut_demos:  # no draw when off: streams kept
+            facts["demo"] = "shortcut"
+        return make_sample(facts, self.name, index, split)
 
 
 class GuiGroundTask(TaskGenerator):
