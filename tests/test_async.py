@@ -89,6 +89,11 @@ def test_two_process_gloo_weight_push_is_bit_exact():
     assert torch.equal(got[1], sent[1]) and torch.equal(got[2], sent[2])
 
 
+def test_a_worker_that_never_joins_is_an_error_not_a_hang():
+    with pytest.raises(RuntimeError, match="exited before it joined"):
+        WeightChannel(TRAINER, free_port(), timeout_s=60, peer_alive=lambda: False)
+
+
 def _cfg(tiny_dir, run_dir, letters_reward, *extra):
     return load_config(
         overrides=[f"model.path={tiny_dir}", f"log.run_dir={run_dir}", *letters_reward, *QUICK_RUN,

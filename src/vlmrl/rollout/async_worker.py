@@ -164,7 +164,7 @@ class AsyncEngine:
         self._proc = ctx.Process(target=worker_main, args=args, daemon=True, name="vlmrl-rollout-worker")
         self._proc.start()
         atexit.register(self.close)
-        self._channel = WeightChannel(TRAINER, port)
+        self._channel = WeightChannel(TRAINER, port, peer_alive=self._proc.is_alive)
         self._channel.push(self._all)  # version `step`
         self._metrics: dict[str, float] = {}
 

@@ -18,7 +18,8 @@ rank on a distinct device. fp32 weights arrive bit-identical (tested).
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import torch
@@ -26,6 +27,8 @@ import torch.distributed as dist
 
 #: Trainer and worker ranks in the weight group.
 TRAINER, WORKER = 0, 1
+#: The store key the worker sets once it has connected.
+_WORKER_UP = "vlmrl_worker_up"
 
 
 def free_port() -> int:
@@ -56,7 +59,8 @@ class WeightChannel:
     """The trainer ↔ worker group. ``push`` on rank 0, ``pull`` on rank 1, in the same order.
 
     ``backend``: ``gloo`` (buffer on the CPU) or ``nccl`` (buffer on ``device``, a CUDA device of
-    this rank's own). ``timeout_s`` bounds every wait, so a worker whose trainer died exits.
+    this rank's own). ``timeout_s`` bounds every wait, so a worker whose trainer died exits;
+    ``peer_alive`` (rank 0) is polled while the worker has not joined yet.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class WeightChannel:
         device: str | torch.device = "cpu",
         timeout_s: float = 3600.0,
         host: str = "127.0.0.1",
+        peer_alive: Callable[[], bool] | None = None,
     ):
         if backend not in ("gloo", "nccl"):
             raise ValueError(f"weight channel backend: {backend!r}; allowed: gloo, nccl")
@@ -74,6 +79,13 @@ class WeightChannel:
         self.device = torch.device(device) if backend == "nccl" else torch.device("cpu")
         timeout = timedelta(seconds=timeout_s)
         self._store = dist.TCPStore(host, port, 2, rank == TRAINER, timeout, wait_for_workers=False)
+        if rank == WORKER:
+            self._store.set(_WORKER_UP, "1")
+        elif peer_alive is not None:  # a worker that died before joining: an error now, not a timeout
+            while not self._store.check([_WORKER_UP]):
+                if not peer_alive():
+                    raise RuntimeError("the weight channel's worker process exited before it joined")
+                time.sleep(0.2)
         if backend == "gloo":
             self.group = dist.ProcessGroupGloo(self._store, rank, 2, timeout)
         else:
