@@ -239,7 +239,7 @@ def _pull_on(port: int, backend: str, device: str, out) -> None:
     from vlmrl.rollout.weight_sync import WORKER, WeightChannel
 
     recv = [torch.zeros(1000, 100, device=device), torch.zeros(7, dtype=torch.bfloat16, device=device)]
-    WeightChannel(WORKER, port, backend, device, timeout_s=120).pull(recv)
+    WeightChannel(WORKER, port, backend, device, timeout_s=600).pull(recv)
     out.put([float(t.double().sum()) for t in recv])
 
 
@@ -264,8 +264,8 @@ def async_check(model: str, steps: int, device: str = "cuda") -> dict:
         proc.start()
         here = "cuda:0" if gpu else "cpu"
         sent = [torch.randn(1000, 100, device=here), torch.randn(7, device=here).bfloat16()]
-        WeightChannel(TRAINER, port, backend, here, timeout_s=120).push(sent)
-        got = q.get(timeout=120)
+        WeightChannel(TRAINER, port, backend, here, 600, peer_alive=proc.is_alive).push(sent)
+        got = q.get(timeout=600)
         proc.join(timeout=60)
         out["push"][backend] = got == [float(t.double().sum()) for t in sent]
     finals = {}

@@ -64,7 +64,7 @@ def test_staleness_schedule_is_bounded_and_every_needed_version_is_pushed(k):
 
 
 def _pull_and_echo(port: int, out) -> None:
-    chan = WeightChannel(WORKER, port, timeout_s=60)
+    chan = WeightChannel(WORKER, port, timeout_s=300)
     recv = [torch.zeros(3, 2), torch.zeros(5, dtype=torch.bfloat16), torch.zeros(4)]
     chan.pull(recv)
     chan.pull(recv[:1])  # a second push of only the first tensor, as after an update
@@ -76,13 +76,13 @@ def test_two_process_gloo_weight_push_is_bit_exact():
     out, port = ctx.Queue(), free_port()
     proc = ctx.Process(target=_pull_and_echo, args=(port, out), daemon=True)
     proc.start()
-    chan = WeightChannel(TRAINER, port, timeout_s=60)
+    chan = WeightChannel(TRAINER, port, timeout_s=300, peer_alive=proc.is_alive)
     sent = [torch.randn(3, 2), torch.randn(5).to(torch.bfloat16), torch.randn(4)]
     chan.push(sent)
     first = sent[0].clone()
     sent[0].add_(1.0)  # changing the weights after push() returns does not change what was sent
     chan.push(sent[:1])
-    got = out.get(timeout=60)
+    got = out.get(timeout=300)
     proc.join(timeout=30)
     chan.wait()
     assert torch.equal(got[0], first + 1.0) and got[1].dtype == torch.bfloat16
@@ -91,7 +91,7 @@ def test_two_process_gloo_weight_push_is_bit_exact():
 
 def test_a_worker_that_never_joins_is_an_error_not_a_hang():
     with pytest.raises(RuntimeError, match="exited before it joined"):
-        WeightChannel(TRAINER, free_port(), timeout_s=60, peer_alive=lambda: False)
+        WeightChannel(TRAINER, free_port(), timeout_s=300, peer_alive=lambda: False)
 
 
 def _cfg(tiny_dir, run_dir, letters_reward, *extra):
