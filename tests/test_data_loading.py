@@ -24,6 +24,7 @@ from vlmrl.data import (
     save_grid,
     task_names,
 )
+from vlmrl.data.video import FrameSpec
 
 
 def pixels(img: Image.Image) -> np.ndarray:
@@ -63,13 +64,17 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
     assert schema.names[:3] == ["images", "problem", "answer"]
     assert {"facts", "task", "answer_type", "id"} <= set(schema.names)
     assert b"huggingface" in schema.metadata  # HF datasets decodes `images` as Image features
-    loaded = load_dataset(path)
+    loaded = load_dataset(path, frames=FrameSpec(fps=8.0))  # the video tasks' own rate: every frame kept
     assert len(loaded) == len(samples)
     for a, b in zip(samples, loaded, strict=True):
         assert (a.id, a.problem, a.answer, a.task, a.answer_type, a.facts) == (
             b.id, b.problem, b.answer, b.task, b.answer_type, b.facts,
         )  # fmt: skip
-        assert np.array_equal(pixels(a.images[0]), pixels(b.images[0]))
+        assert len(a.images) == len(b.images) and len(a.videos) == len(b.videos)
+        assert all(np.array_equal(pixels(x), pixels(y)) for x, y in zip(a.images, b.images, strict=True))
+        for v, w in zip(a.videos, b.videos, strict=True):
+            assert v.fps == w.fps and len(v.frames) == len(w.frames)
+            assert all(np.array_equal(pixels(x), pixels(y)) for x, y in zip(v.frames, w.frames, strict=True))
     # the folder form finds train.parquet by its split name
     assert [s.id for s in load_dataset(tmp_path / "out", split="train")] == [s.id for s in samples]
 

@@ -60,12 +60,14 @@ def recompute(s: Sample) -> str:
 
 
 GUI_TASKS = ["gui", "gui_ground"]
+#: Tasks with a video or several images (tested in test_video.py).
+MEDIA_TASKS = ["compare", "motion"]
 
 
 def test_all_tasks_registered() -> None:
     import vlmrl.envs  # noqa: F401  (registers the GUI tasks, which live with their environment)
 
-    assert task_names() == sorted(ALL_TASKS + TOOL_TASKS + GUI_TASKS)
+    assert task_names() == sorted(ALL_TASKS + TOOL_TASKS + GUI_TASKS + MEDIA_TASKS)
 
 
 @pytest.mark.parametrize("task", ALL_TASKS)

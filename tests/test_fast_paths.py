@@ -74,10 +74,11 @@ def test_shared_prompt_forward_falls_back_where_it_does_not_apply(tiny_policy):
     finally:
         model.activation_checkpointing_disable()
     assert shared_prompt_supported(model, batch)
-    video = dict(batch.prompt_inputs, pixel_values_videos=torch.zeros(1))
-    batch.prompt_inputs = video
+    # a processor output neither path knows how to place (videos are known: tests/test_video.py)
+    unknown = dict(batch.prompt_inputs, pixel_values_audio=torch.zeros(1))
+    batch.prompt_inputs = unknown
     assert not shared_prompt_supported(model, batch)
-    assert not fast_sampling_supported(model, video)
+    assert not fast_sampling_supported(model, unknown)
 
 
 def test_shared_prefill_sampler_draws_what_generate_draws(tiny_policy):

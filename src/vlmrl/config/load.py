@@ -257,6 +257,9 @@ def _validate(cfg: TrainConfig) -> None:
         0,
     )
     require_at_least({"algo.tis_cap": cfg.algo.tis_cap}, 1)
+    require_at_least({"data.video_max_frames": cfg.data.video_max_frames}, 2)  # one temporal patch
+    if not cfg.data.video_fps > 0:
+        raise ConfigError(f"data.video_fps: must be > 0, got {cfg.data.video_fps}")
     for key, v in {"train.lr": cfg.train.lr, "sft.lr": cfg.sft.lr}.items():
         if not (v > 0 and math.isfinite(v)):
             raise ConfigError(f"{key}: must be a finite number > 0, got {v}")

@@ -112,6 +112,14 @@ class DataConfig:
     """Images out of bounds: an aspect ratio above 200 (Qwen2-VL's processor refuses them) or a side
     under 4 px (a broken or placeholder file, as a rule). reject: the loader stops with one line
     naming the row; resize: pad the short side up to ratio 200, enlarge tiny images to 4 px a side."""
+    video_key: str | None = "videos"
+    """Column holding the videos (EasyR1's ``data.video_key``), one ``<video>`` each: frames or a file."""
+    video_fps: float = 2.0
+    """Frames per second kept from a dataset's videos (EasyR1's ``data.video_fps``; vlmrl.data.video)."""
+    video_max_frames: int = 16
+    """Cap on frames kept per video, rounded down to whole temporal patches (2 frames for Qwen2.5-VL)."""
+    video_max_pixels: int | None = None
+    """Video frames above this many pixels are scaled down, aspect kept (None: as decoded)."""
     train_size: int | None = None
     """Cap on distinct training samples (None: a fresh procedural sample every time)."""
     eval_size: int = 100

@@ -2,8 +2,10 @@
 
 Columns: ``images`` (list of ``{"bytes": PNG, "path": None}`` structs, the layout HF
 ``datasets`` uses for a list of ``Image`` features), ``problem`` (with ``<image>``
-placeholders), ``answer``, and our extras ``id``, ``task``, ``answer_type`` and ``facts`` (a JSON
-string, because facts differ in shape from task to task and parquet wants one schema).
+placeholders), ``answer``, and our extras ``id``, ``task``, ``answer_type``, ``facts`` (a JSON
+string, because facts differ in shape from task to task and parquet wants one schema) and
+``videos`` (per row a list of ``{"frames": [image structs], "fps": rate}``, one per ``<video>``;
+empty for image tasks), which the loader reads back through :func:`vlmrl.data.video.read_video`.
 
 The file carries the HF ``features`` metadata, so ``datasets.load_dataset("parquet", ...)``
 decodes ``images`` to PIL images, exactly as for the hub's geometry3k. The features are
@@ -23,21 +25,30 @@ from PIL import Image
 
 from vlmrl.data.sample import Sample
 
+_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 SCHEMA = pa.schema(
     [
-        ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+        ("images", pa.list_(_IMAGE)),
         ("problem", pa.string()),
         ("answer", pa.string()),
         ("id", pa.string()),
         ("task", pa.string()),
         ("answer_type", pa.string()),
         ("facts", pa.string()),
+        ("videos", pa.list_(pa.struct([("frames", pa.list_(_IMAGE)), ("fps", pa.float64())]))),
     ]
 )
 _STRING = {"dtype": "string", "_type": "Value"}
 HF_FEATURES = {
     "images": {"feature": {"_type": "Image"}, "_type": "Sequence"},
     **{name: _STRING for name in ("problem", "answer", "id", "task", "answer_type", "facts")},
+    "videos": {
+        "feature": {
+            "frames": {"feature": {"_type": "Image"}, "_type": "Sequence"},
+            "fps": {"dtype": "float64", "_type": "Value"},
+        },
+        "_type": "Sequence",
+    },
 }
 
 
@@ -67,6 +78,12 @@ def export_parquet(samples: Sequence[Sample], path: str | Path) -> Path:
         rows["task"].append(s.task)
         rows["answer_type"].append(s.answer_type)
         rows["facts"].append(facts)
+        rows["videos"].append(
+            [
+                {"frames": [{"bytes": image_to_png(f), "path": None} for f in v.frames], "fps": v.fps}
+                for v in s.videos
+            ]
+        )
     metadata = {"huggingface": json.dumps({"info": {"features": HF_FEATURES}})}
     table = pa.Table.from_pydict(rows, schema=SCHEMA.with_metadata(metadata))
     path = Path(path)

@@ -25,7 +25,8 @@ first training step: an aspect ratio above :data:`MAX_ASPECT_RATIO` (Qwen2-VL's 
 "absolute aspect ratio must be smaller than 200") or a side under :data:`MIN_IMAGE_SIDE` px.
 ``image_bounds="reject"`` (the default) stops with one line; ``"resize"`` pads the short side
 (black, centred) up to the ratio bound and enlarges tiny images. Text that is not UTF-8 and NUL
-bytes in image paths are row errors too.
+bytes in image paths are row errors too. A ``video_key`` column holds videos, one ``<video>``
+placeholder each (frames sampled and checked by :mod:`vlmrl.data.video`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 from PIL import Image
 
 from vlmrl.data.sample import ANSWER_TYPES, IMAGE_PLACEHOLDER, Sample
+from vlmrl.data.video import FrameSpec, row_videos
 from vlmrl.errors import UserError
 
 IMAGE_BOUNDS = ("reject", "resize")
@@ -65,6 +67,8 @@ class _Keys:
     problem: str
     answer: str
     image_bounds: str = "reject"
+    video: str | None = None
+    frames: FrameSpec = FrameSpec()  # noqa: RUF009 - frozen, so one shared default is safe
 
 
 @dataclass(frozen=True)
@@ -83,18 +87,19 @@ def load_dataset(
     answer_key: str = "answer",
     image_dir: str | Path | None = None,
     image_bounds: str = "reject",
+    video_key: str | None = "videos",
+    frames: FrameSpec | None = None,
 ) -> list[Sample]:
     """Read a parquet/jsonl file, a folder of them, an HF ``save_to_disk`` folder or a hub id.
 
     ``image_key=None`` reads a text-only dataset; ``image_bounds``: ``reject`` | ``resize``
-    (``data.image_bounds``). See the module docstring for the rules.
+    (``data.image_bounds``); ``video_key`` names the videos column, sampled by ``frames``. See the
+    module docstring for the rules.
     """
     if image_bounds not in IMAGE_BOUNDS:
-        raise DatasetError(
-            f"data.image_bounds: {image_bounds!r}; allowed: {list(IMAGE_BOUNDS)}"
-        )
+        raise DatasetError(f"data.image_bounds: {image_bounds!r}; allowed: {list(IMAGE_BOUNDS)}")
     path_or_id, split = split_spec(str(path_or_id), split)
-    keys = _Keys(image_key, problem_key, answer_key, image_bounds)
+    keys = _Keys(image_key, problem_key, answer_key, image_bounds, video_key, frames or FrameSpec())
     root = None
     if image_dir is not None:
         root = Path(image_dir).expanduser().resolve()
@@ -260,6 +265,8 @@ def _row_to_sample(i: int, row: dict, src: _Source, split: str, keys: _Keys, ste
     problem = row.get(keys.problem)
     if not isinstance(problem, str):
         raise DatasetError(f"{where(keys.problem)}: expected a string, got {type(problem).__name__}")
+    videos = row_videos(row.get(keys.video) if keys.video else None, problem, where(keys.video), keys.frames,
+                        lambda x, w: _image(x, src, w), lambda p, w: _resolve(p, src, w))  # fmt: skip
     n_ph = problem.count(IMAGE_PLACEHOLDER)
     if n_ph == 0 and len(images) == 1:
         problem = IMAGE_PLACEHOLDER + problem
@@ -283,7 +290,8 @@ def _row_to_sample(i: int, row: dict, src: _Source, split: str, keys: _Keys, ste
         answer_type=answer_type,
         facts=_facts(row.get("facts"), where("facts")),
         split=split,
-        columns={k: v for k, v in row.items() if k != keys.image},
+        columns={k: v for k, v in row.items() if k not in (keys.image, keys.video)},
+        videos=videos,
     )
 
 

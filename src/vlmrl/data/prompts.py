@@ -4,11 +4,13 @@ Templates are Jinja files, found by name in the package's ``vlmrl/templates/`` (
 ``math``, ``look``) or given as a path, as EasyR1 does with ``format_prompt``. A template sees
 ``content`` (the problem, ``<image>`` placeholders included), ``task`` and ``answer_type`` —
 never the answer, so no template can leak it. ``build_messages`` then splits the rendered text
-at the placeholders, putting each image exactly where its placeholder was.
+at the placeholders, putting each image (and each ``<video>``'s video) exactly where its
+placeholder was.
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-from vlmrl.data.sample import IMAGE_PLACEHOLDER, Sample
+from vlmrl.data.sample import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, Sample
 
 #: The template the tiny offline model is trained with.
 DEFAULT_TEMPLATE = "answer"
@@ -68,12 +70,16 @@ def render_prompt(sample: Sample, template: str = DEFAULT_TEMPLATE) -> str:
         raise ValueError(
             f"prompt template {template!r}: {e.message}; templates see only content, task, answer_type"
         ) from e
-    n = text.count(IMAGE_PLACEHOLDER)
-    if n != len(sample.images):
-        raise ValueError(
-            f"sample {sample.id!r}: template {template!r} produced {n} {IMAGE_PLACEHOLDER!r} placeholder(s) "
-            f"for {len(sample.images)} image(s)"
-        )
+    for mark, media, what in (
+        (IMAGE_PLACEHOLDER, sample.images, "image"),
+        (VIDEO_PLACEHOLDER, sample.videos, "video"),
+    ):
+        n = text.count(mark)
+        if n != len(media):
+            raise ValueError(
+                f"sample {sample.id!r}: template {template!r} produced {n} {mark!r} placeholder(s) "
+                f"for {len(media)} {what}(s)"
+            )
     return text.strip()
 
 
@@ -84,17 +90,23 @@ def build_messages(
 
     Example: problem ``"<image>How many?"`` gives
     ``[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many? ..."}]}]``.
-    ``embed_images=True`` adds ``"image": PIL.Image`` to each image entry, which some processors'
-    ``apply_chat_template`` read directly; by default images travel separately, in order.
+    A ``<video>`` placeholder becomes ``{"type": "video"}`` the same way. ``embed_images=True``
+    adds ``"image": PIL.Image`` (``"video": [frames]``) to each entry, which some processors'
+    ``apply_chat_template`` read directly; by default images and videos travel separately, in order.
     """
-    pieces = render_prompt(sample, template).split(IMAGE_PLACEHOLDER)
+    pieces = re.split(
+        f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})", render_prompt(sample, template)
+    )
     content: list[dict[str, Any]] = []
-    for i, piece in enumerate(pieces):
-        if i > 0:
-            entry: dict[str, Any] = {"type": "image"}
+    media = {IMAGE_PLACEHOLDER: iter(sample.images), VIDEO_PLACEHOLDER: iter(sample.videos)}
+    for piece in pieces:
+        if piece in media:
+            kind = "image" if piece == IMAGE_PLACEHOLDER else "video"
+            entry: dict[str, Any] = {"type": kind}
+            item = next(media[piece])
             if embed_images:
-                entry["image"] = sample.images[i - 1]
+                entry[kind] = item if kind == "image" else item.frames
             content.append(entry)
-        if piece.strip():  # text kept verbatim (as EasyR1 does); whitespace-only gaps dropped
+        elif piece.strip():  # text kept verbatim (as EasyR1 does); whitespace-only gaps dropped
             content.append({"type": "text", "text": piece})
     return [{"role": "user", "content": content}]

@@ -8,6 +8,18 @@ from typing import Any
 from PIL import Image
 
 IMAGE_PLACEHOLDER = "<image>"
+VIDEO_PLACEHOLDER = "<video>"
+
+
+@dataclass
+class Video:
+    """One video as the model sees it: its sampled frames in time order and the rate they were
+    sampled at (frames per second), which sets the temporal M-RoPE step of Qwen2.5-VL
+    (``tokens_per_second · temporal_patch_size / fps`` positions per temporal patch)."""
+
+    frames: list[Image.Image]
+    fps: float = 2.0
+
 
 #: How a sample's answer is checked; picks the accuracy reward when a config says ``auto``.
 ANSWER_TYPES = ("math", "number", "choice", "yesno", "box", "text")
@@ -15,9 +27,10 @@ ANSWER_TYPES = ("math", "number", "choice", "yesno", "box", "text")
 
 @dataclass
 class Sample:
-    """One prompt with its images and ground truth.
+    """One prompt with its images (and videos) and ground truth.
 
-    ``problem`` carries one ``<image>`` placeholder per image (EasyR1 / geometry3k schema);
+    ``problem`` carries one ``<image>`` placeholder per image (EasyR1 / geometry3k schema) and one
+    ``<video>`` per video (EasyR1's ``videos`` column convention);
     ``facts`` holds the scene's ground truth when the task is procedural (objects, colours,
     boxes, numbers), which the perception and hallucination rewards score against.
     ``columns`` keeps every field of a dataset row except the decoded image column, under the
@@ -34,3 +47,4 @@ class Sample:
     facts: dict[str, Any] = field(default_factory=dict)
     split: str = "train"
     columns: dict[str, Any] = field(default_factory=dict)
+    videos: list[Video] = field(default_factory=list)

@@ -63,10 +63,13 @@ class PromptStream:
 def load_data(cfg: DataConfig, path: str, split: str) -> list[Sample]:
     """``path`` (``NAME@SPLIT`` overrides ``split``) read with the config's column names and image root."""
     from vlmrl.data import load_dataset
+    from vlmrl.data.video import FrameSpec
 
+    frames = FrameSpec(cfg.video_fps, cfg.video_max_frames, cfg.video_max_pixels)
     return load_dataset(
-        path, split, cfg.image_key, cfg.prompt_key, cfg.answer_key, cfg.image_dir, cfg.image_bounds
-    )
+        path, split, cfg.image_key, cfg.prompt_key, cfg.answer_key, cfg.image_dir, cfg.image_bounds,
+        cfg.video_key, frames,
+    )  # fmt: skip
 
 
 def eval_samples(cfg: DataConfig) -> list[Sample]:

@@ -32,7 +32,10 @@ def evaluate(
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         enc = encode_prompts(
-            policy.processor, [build_messages(s, template) for s in chunk], [s.images for s in chunk]
+            policy.processor,
+            [build_messages(s, template) for s in chunk],
+            [s.images for s in chunk],
+            [s.videos for s in chunk],
         )
         batch = engine.generate(enc, 1, greedy=True)
         scored = score_all(reward_fn, batch.texts, chunk, batch.completion_lengths.tolist())
@@ -99,7 +102,10 @@ def sampled_accuracy(
     for start in range(0, len(samples), per):
         chunk = samples[start : start + per]
         enc = encode_prompts(
-            policy.processor, [build_messages(s, template) for s in chunk], [s.images for s in chunk]
+            policy.processor,
+            [build_messages(s, template) for s in chunk],
+            [s.images for s in chunk],
+            [s.videos for s in chunk],
         )
         batch = engine.generate(enc, n)
         prompts = [chunk[int(i)] for i in batch.prompt_index]

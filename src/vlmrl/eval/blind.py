@@ -1,18 +1,23 @@
 """Is the model looking? The same prompts under image conditions, and the blind gap.
 
-Conditions (each a copy of the samples with only the images replaced):
+Conditions (each a copy of the samples with only the images and videos replaced):
 
 - ``real``: the sample's own images;
-- ``blank``: white images of the same size;
+- ``blank``: white images (and video frames) of the same size;
 - ``noise``: uniform RGB noise of the same size (seeded);
-- ``shuffled``: each sample gets another sample's images — a seeded derangement (Sattolo's
-  algorithm: a random single cycle, so nobody keeps their own image); with one sample there is
-  no other image, so it falls back to ``blank``.
+- ``shuffled``: each sample gets another sample's images and videos — a seeded derangement
+  (Sattolo's algorithm: a random single cycle, so nobody keeps their own image); with one
+  sample there is no other image, so it falls back to ``blank``;
+- ``shuffled_frames``: each video keeps its own frames in a seeded order with no frame in its
+  place (a derangement of the frame indices): what is shown stays, *when* it is shown does not.
+  It applies only to samples with videos (a model that ignores temporal order scores the same
+  as on ``real``), and is in the default conditions only when some sample has a video.
 
 ``blind_gap = acc(real) − max over blind conditions of acc(condition)``, overall and per task:
 the accuracy the image is responsible for. Taking the *best* blind condition makes it a lower
 bound that guessing cannot inflate: a model that answers from the question's priors scores the
-same on every condition and gets a gap of ~0, whatever its accuracy.
+same on every condition and gets a gap of ~0, whatever its accuracy. For a task without videos
+``shuffled_frames`` changes nothing, so its per-task gap leaves that condition out.
 """
 
 from __future__ import annotations
@@ -28,9 +33,18 @@ from PIL import Image
 
 from vlmrl.config.reward_spec import BLIND_CONDITIONS
 from vlmrl.data import Sample
+from vlmrl.data.sample import Video
 from vlmrl.eval.accuracy import evaluate
 
-CONDITIONS = ("real", *BLIND_CONDITIONS)
+#: Conditions that only change videos: left out where no sample has one.
+VIDEO_CONDITIONS = ("shuffled_frames",)
+CONDITIONS = ("real", *BLIND_CONDITIONS, *VIDEO_CONDITIONS)
+
+
+def default_conditions(samples: Sequence[Sample]) -> tuple[str, ...]:
+    """Every condition that changes something for ``samples`` (the video ones need a video)."""
+    has_video = any(s.videos for s in samples)
+    return tuple(c for c in CONDITIONS if has_video or c not in VIDEO_CONDITIONS)
 
 
 def blank_image(image: Image.Image) -> Image.Image:
@@ -74,16 +88,28 @@ def with_condition(samples: Sequence[Sample], condition: str, seed: int = 0) -> 
     if condition == "blank":
         for s in out:
             s.images = [blank_image(im) for im in s.images]
+            s.videos = [Video([blank_image(f) for f in v.frames], v.fps) for v in s.videos]
     elif condition == "noise":
         rng = np.random.default_rng(seed)
         for s in out:
             s.images = [noise_image(im, rng) for im in s.images]
-    else:  # shuffled: sample i shows the images of sample perm[i]
+            s.videos = [Video([noise_image(f, rng) for f in v.frames], v.fps) for v in s.videos]
+    elif condition == "shuffled_frames":  # each video's frames in a seeded order, none in place
+        for i, s in enumerate(out):
+            s.videos = [
+                Video([v.frames[j] for j in derangement(len(v.frames), seed * 1_000_003 + i)], v.fps)
+                for v in s.videos
+            ]
+    else:  # shuffled: sample i shows the images (and videos) of sample perm[i]
         perm = derangement(len(samples), seed)
         for s, j in zip(out, perm, strict=True):
-            donor = samples[j].images
-            # keep the sample's image count (its prompt has one placeholder per image)
+            donor, donor_v = samples[j].images, samples[j].videos
+            # keep the sample's image and video counts (its prompt has one placeholder per item)
             s.images = [donor[k % len(donor)] if donor else blank_image(im) for k, im in enumerate(s.images)]
+            s.videos = [
+                donor_v[k % len(donor_v)] if donor_v else Video([blank_image(f) for f in v.frames], v.fps)
+                for k, v in enumerate(s.videos)
+            ]
     return out
 
 
@@ -101,7 +127,7 @@ def blind_gap(
     reward_fn,
     max_new_tokens: int = 16,
     batch_size: int = 50,
-    conditions: Sequence[str] = CONDITIONS,
+    conditions: Sequence[str] | None = None,
     seed: int = 0,
     real: dict[str, Any] | None = None,
     run: Callable[[list[Sample]], dict[str, Any]] | None = None,
@@ -110,20 +136,21 @@ def blind_gap(
 
     Returns ``{"conditions": {cond: {"accuracy", "reward", "by_task": {task: acc}}},
     "blind_gap": float, "blind_gap_by_task": {task: float}}``. ``conditions`` must hold ``real``
-    and at least one blind condition. Decoding is :func:`vlmrl.eval.accuracy.evaluate`'s;
+    and at least one blind condition (default: :func:`default_conditions`). Decoding is
+    :func:`vlmrl.eval.accuracy.evaluate`'s;
     ``real``, an ``evaluate(..., return_outputs=True)`` result on these samples, is reused instead
     of decoding the real images again (a training eval has just computed it). ``run``, if given,
     replaces that decoding: ``run(samples)`` returns the same keys (``accuracy``, ``reward``,
     ``outputs`` with a per-sample ``accuracy``) — multi-turn episodes use it, where the tools
     then crop the blank / noise / other image.
     """
-    conditions = list(dict.fromkeys(conditions))
+    conditions = list(dict.fromkeys(conditions if conditions is not None else default_conditions(samples)))
     bad = [c for c in conditions if c not in CONDITIONS]
     blind = [c for c in conditions if c != "real"]
     if bad or "real" not in conditions or not blind:
         raise ValueError(
             f"blind gap: conditions {conditions} must include 'real' and at least one of "
-            f"{list(BLIND_CONDITIONS)} (allowed: {list(CONDITIONS)})"
+            f"{list(CONDITIONS[1:])} (allowed: {list(CONDITIONS)})"
         )
     per: dict[str, dict[str, Any]] = {}
     for cond in conditions:
@@ -147,11 +174,17 @@ def blind_gap(
             "by_task": _by_task(samples, res["outputs"]),
         }
     tasks = per["real"]["by_task"]
+    video_tasks = {s.task for s in samples if s.videos}
+
+    def blind_for(task: str) -> list[str]:
+        own = [c for c in blind if task in video_tasks or c not in VIDEO_CONDITIONS]
+        return own or blind
+
     return {
         "conditions": per,
         "blind_gap": per["real"]["accuracy"] - max(per[c]["accuracy"] for c in blind),
         "blind_gap_by_task": {
-            t: per["real"]["by_task"][t] - max(per[c]["by_task"][t] for c in blind) for t in tasks
+            t: per["real"]["by_task"][t] - max(per[c]["by_task"][t] for c in blind_for(t)) for t in tasks
         },
     }
 

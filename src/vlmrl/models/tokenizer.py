@@ -54,14 +54,16 @@ TAG_TOKENS = (
     "</tool_response>",
 )
 
-#: Qwen-style ChatML template: images become ``<|vision_start|><|image_pad|><|vision_end|>``,
-#: which the processor expands to one pad per merged image patch.
+#: Qwen-style ChatML template: images become ``<|vision_start|><|image_pad|><|vision_end|>`` and
+#: videos ``<|vision_start|><|video_pad|><|vision_end|>``, which the processor expands to one pad
+#: per merged patch (per temporal patch of frames, for a video).
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
     "{% if part['type'] == 'image' or 'image' in part %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% elif part['type'] == 'video' or 'video' in part %}{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %}"
     "{{ '<|im_end|>\\n' }}"

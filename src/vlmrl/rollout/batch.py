@@ -3,8 +3,9 @@
 The rule this file exists for (docs/facts.md): *every* processor output reaches the training
 forward. Token-aligned outputs (``input_ids``, ``attention_mask``, ``mm_token_type_ids`` and
 any future one shaped ``[B, P]``) are extended over the completion (with the completion mask
-for ``attention_mask``, zeros otherwise); image-aligned ones (``pixel_values``,
-``image_grid_thw``) are gathered per prompt. An output we do not know how to carry is an error,
+for ``attention_mask``, zeros otherwise); image- and video-aligned ones (``pixel_values``,
+``image_grid_thw``, ``pixel_values_videos``, ``video_grid_thw``, ``second_per_grid_ts``:
+:mod:`vlmrl.rollout.media`) are gathered per prompt. An output we do not know how to carry is an error,
 never silently dropped: dropping ``mm_token_type_ids`` cost up to 8 nats per token.
 """
 
@@ -16,9 +17,8 @@ from typing import Any
 import torch
 
 from vlmrl.algos import token_logprobs
-
-#: Outputs aligned with images, not tokens: rows of patches, one grid per image.
-IMAGE_KEYS = ("pixel_values", "image_grid_thw")
+from vlmrl.data.sample import Video
+from vlmrl.rollout.media import COUNT_KEYS, IMAGES, MEDIA_KEYS, VIDEOS, gather_media, media_rows
 
 
 class PromptInputs(dict):
@@ -33,13 +33,31 @@ class PromptInputs(dict):
     images: list[list[Any]]
 
 
-def encode_prompts(processor, messages: list[list[dict]], images: list[list[Any]]) -> PromptInputs:
-    """Chat-template and process B prompts, left-padded. ``images[b]`` are prompt b's images in order."""
+def encode_prompts(
+    processor, messages: list[list[dict]], images: list[list[Any]], videos: list[list[Video]] | None = None
+) -> PromptInputs:
+    """Chat-template and process B prompts, left-padded. ``images[b]`` are prompt b's images in
+    order, ``videos[b]`` its videos (frames with their sampling rate, passed to the processor as
+    ``video_metadata`` so ``second_per_grid_ts`` is the video's own)."""
     texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
     flat = [im for ims in images for im in ims]
-    enc = processor(text=texts, images=flat or None, return_tensors="pt", padding=True)
+    flat_v = [v for vs in videos or [] for v in vs]
+    extra: dict[str, Any] = {}
+    if flat_v:
+        from transformers.video_utils import VideoMetadata
+
+        extra["videos"] = [v.frames for v in flat_v]
+        extra["video_metadata"] = [
+            VideoMetadata(
+                total_num_frames=len(v.frames), fps=v.fps, frames_indices=list(range(len(v.frames)))
+            )
+            for v in flat_v
+        ]
+    enc = processor(text=texts, images=flat or None, return_tensors="pt", padding=True, **extra)
     out = PromptInputs({k: v for k, v in enc.items() if isinstance(v, torch.Tensor)})
     out["images_per_prompt"] = torch.tensor([len(ims) for ims in images], dtype=torch.long)
+    if flat_v:
+        out["videos_per_prompt"] = torch.tensor([len(vs) for vs in videos or []], dtype=torch.long)
     out.texts, out.images = texts, [list(ims) for ims in images]
     return out
 
@@ -83,21 +101,6 @@ class RolloutBatch:
         return int(self.prompt_index.numel())
 
 
-def _image_rows(prompt_inputs: dict[str, torch.Tensor]) -> tuple[list[slice], list[slice]]:
-    """Per prompt: its slice of pixel_values rows and of image_grid_thw rows."""
-    counts = prompt_inputs["images_per_prompt"].tolist()
-    grid = prompt_inputs.get("image_grid_thw")
-    patches = grid.prod(-1).tolist() if grid is not None else []
-    pix, grids, img, row = [], [], 0, 0
-    for c in counts:
-        n_rows = int(sum(patches[img : img + c]))
-        pix.append(slice(row, row + n_rows))
-        grids.append(slice(img, img + c))
-        img += c
-        row += n_rows
-    return pix, grids
-
-
 def training_inputs(
     batch: RolloutBatch, rows: torch.Tensor | list[int]
 ) -> tuple[dict[str, torch.Tensor], int]:
@@ -114,7 +117,7 @@ def training_inputs(
     n_prompts, p_len = pi["input_ids"].shape
     out: dict[str, torch.Tensor] = {}
     for key, val in pi.items():
-        if key == "images_per_prompt" or key in IMAGE_KEYS:
+        if key in COUNT_KEYS or key in MEDIA_KEYS:
             continue
         if val.dim() >= 2 and val.shape[0] == n_prompts and val.shape[1] == p_len:
             head = val[pidx]
@@ -130,10 +133,10 @@ def training_inputs(
         else:
             raise ValueError(
                 f"processor output {key!r} with shape {tuple(val.shape)} is neither token-aligned [B, P] nor "
-                f"one of {IMAGE_KEYS}; vlmrl does not know how to carry it to the training forward"
+                f"one of {MEDIA_KEYS}; vlmrl does not know how to carry it to the training forward"
             )
     if "pixel_values" in pi:
-        pix, grids = _image_rows(pi)
+        pix, grids = media_rows(pi, IMAGES)
         sel = pidx.tolist()
         extra_pix = batch.extra_pixel_values or [None] * batch.size
         extra_grid = batch.extra_image_grid_thw or [None] * batch.size
@@ -147,11 +150,12 @@ def training_inputs(
                 gr.append(extra_grid[r])
         out["pixel_values"] = torch.cat(pv, dim=0)
         out["image_grid_thw"] = torch.cat(gr, dim=0)
+    out.update(gather_media(pi, pidx.tolist(), (VIDEOS,)))  # videos come only with prompts
     # trim left padding common to every row
     keep_from = int((out["attention_mask"].cumsum(1) == 0).all(0).sum())
     if keep_from:
         for key in list(out):
-            if key not in IMAGE_KEYS:
+            if key not in MEDIA_KEYS:
                 out[key] = out[key][:, keep_from:]
     return out, comp.shape[1]
 
@@ -206,12 +210,9 @@ def select_prompts(batch: RolloutBatch, prompts: list[int]) -> RolloutBatch:
     sel = torch.tensor(prompts, dtype=torch.long)
     out: dict[str, torch.Tensor] = {}
     for key, val in pi.items():
-        if key not in IMAGE_KEYS and val.shape[0] == n_prompts:
+        if key not in MEDIA_KEYS and val.shape[0] == n_prompts:
             out[key] = val[sel]
-    if "pixel_values" in pi:
-        pix, grids = _image_rows(pi)
-        out["pixel_values"] = torch.cat([pi["pixel_values"][pix[p]] for p in prompts], dim=0)
-        out["image_grid_thw"] = torch.cat([pi["image_grid_thw"][grids[p]] for p in prompts], dim=0)
+    out.update(gather_media(pi, prompts))
     rows = torch.cat([(batch.prompt_index == p).nonzero().flatten() for p in prompts])
     renumber = {p: i for i, p in enumerate(prompts)}
     return RolloutBatch(
@@ -259,7 +260,7 @@ def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
     prompt_inputs: dict[str, torch.Tensor] = {}
     for key in keys:
         vals = [b.prompt_inputs[key] for b in batches]
-        if key in IMAGE_KEYS or key == "images_per_prompt":
+        if key in MEDIA_KEYS or key in COUNT_KEYS:
             prompt_inputs[key] = torch.cat(vals, dim=0)
         else:
             value = pad_id if key == "input_ids" else 0

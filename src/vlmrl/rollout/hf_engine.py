@@ -25,6 +25,7 @@ from transformers import GenerationConfig
 
 from vlmrl.algos import token_logprobs
 from vlmrl.rollout.batch import RolloutBatch
+from vlmrl.rollout.media import COUNT_KEYS
 from vlmrl.rollout.sampler import fast_sampling_supported, lockstep, sample
 
 
@@ -145,7 +146,7 @@ class HFEngine:
             finally:
                 model.train(was_training)
             return self._finish(prompt_inputs, seqs, lp, n)
-        inputs = {k: v.to(model.device) for k, v in prompt_inputs.items() if k != "images_per_prompt"}
+        inputs = {k: v.to(model.device) for k, v in prompt_inputs.items() if k not in COUNT_KEYS}
         try:
             with draws_from(self.generator):
                 out = model.generate(  # FSDP-sharded: all ranks decode until all are done

@@ -81,12 +81,12 @@ class MultiTurnSpec:
 
 def _prompt_row(enc: dict[str, torch.Tensor], b: int) -> dict[str, Any]:
     """Prompt b's unpadded ids / token types and its pixel rows / grids."""
-    from vlmrl.rollout.batch import _image_rows
+    from vlmrl.rollout.media import IMAGES, media_rows
 
     keep = enc["attention_mask"][b].bool()
     row = {"input_ids": enc["input_ids"][b][keep], "mm_token_type_ids": enc["mm_token_type_ids"][b][keep]}
     if "pixel_values" in enc:
-        pix, grids = _image_rows(enc)
+        pix, grids = media_rows(enc, IMAGES)
         row["pixel_values"] = enc["pixel_values"][pix[b]]
         row["image_grid_thw"] = enc["image_grid_thw"][grids[b]]
     return row

@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import torch
 
+from vlmrl.rollout.media import COUNT_KEYS, MEDIA_KEYS
 from vlmrl.rollout.shared_prompt import SHARED_PROMPT_MODELS, _cache_kwarg, _rope_owner
 
-_KNOWN_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw"}
+_KNOWN_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids", *MEDIA_KEYS}
 
 
 def fast_sampling_supported(model, prompt_inputs: dict[str, torch.Tensor]) -> bool:
-    """Whether :func:`sample` applies (a Qwen2-VL-family model, image/text prompts only)."""
+    """Whether :func:`sample` applies (a Qwen2-VL-family model; text, image and video prompts)."""
     if getattr(getattr(model, "config", None), "model_type", None) not in SHARED_PROMPT_MODELS:
         return False
-    keys = set(prompt_inputs) - {"images_per_prompt"}
+    keys = set(prompt_inputs) - set(COUNT_KEYS)
     return keys <= _KNOWN_KEYS and "mm_token_type_ids" in keys and _rope_owner(model) is not None
 
 
@@ -94,6 +95,8 @@ def sample(
         inputs["input_ids"],
         mm_token_type_ids=inputs["mm_token_type_ids"],
         image_grid_thw=inputs.get("image_grid_thw"),
+        video_grid_thw=inputs.get("video_grid_thw"),
+        second_per_grid_ts=inputs.get("second_per_grid_ts"),
         attention_mask=mask,
     )  # [3, B, P], [B, 1]
     cache_kw = _cache_kwarg(owner)

@@ -25,7 +25,7 @@ plain forward does internally, and hand each pass its slice of those ``position_
 Where this does not apply it falls back to the plain forward (:func:`rollout_logprobs` decides):
 a model type not in :data:`SHARED_PROMPT_MODELS`, gradient checkpointing (recomputation would
 update the cache twice), a model wrapped by DDP/FSDP, processor outputs other than the ones listed
-in :data:`_KNOWN_KEYS` (video), multi-turn batches (images inside the completion:
+in :data:`_KNOWN_KEYS`, multi-turn batches (images inside the completion:
 ``RolloutBatch.has_extras``), or micro-batches with no repeated prompt (nothing to share).
 """
 
@@ -36,11 +36,12 @@ import inspect
 import torch
 
 from vlmrl.algos import token_logprobs
-from vlmrl.rollout.batch import IMAGE_KEYS, RolloutBatch, _image_rows, completion_logprobs, training_inputs
+from vlmrl.rollout.batch import RolloutBatch, completion_logprobs, training_inputs
+from vlmrl.rollout.media import COUNT_KEYS, MEDIA_KEYS, gather_media
 
 #: Model types whose positions we can rebuild with ``get_rope_index`` (tested on qwen2_5_vl).
 SHARED_PROMPT_MODELS = ("qwen2_vl", "qwen2_5_vl")
-_KNOWN_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids", "images_per_prompt", *IMAGE_KEYS}
+_KNOWN_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids", *COUNT_KEYS, *MEDIA_KEYS}
 
 
 def _rope_owner(model) -> torch.nn.Module | None:
@@ -122,22 +123,18 @@ def shared_prompt_logprobs(
         0, inv, torch.arange(n), reduce="amin"
     )  # [U] first row of each prompt
     owner = _rope_owner(model)
-    grid = full.get("image_grid_thw")
     pos, _ = owner.get_rope_index(
         full["input_ids"],
         mm_token_type_ids=full["mm_token_type_ids"],
-        image_grid_thw=grid,
+        image_grid_thw=full.get("image_grid_thw"),
+        video_grid_thw=full.get("video_grid_thw"),
+        second_per_grid_ts=full.get("second_per_grid_ts"),
         attention_mask=full["attention_mask"],
     )  # [3, n, L], what the plain forward computes for itself
     pos = pos.to(dev)
     inv, first = inv.to(dev), first.to(dev)
     prompt = {k: full[k][first, :p] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    pi = batch.prompt_inputs
-    if "pixel_values" in pi:
-        pix, grids = _image_rows(pi)
-        sel = uniq.tolist()
-        prompt["pixel_values"] = torch.cat([pi["pixel_values"][pix[q]] for q in sel], dim=0).to(dev)
-        prompt["image_grid_thw"] = torch.cat([pi["image_grid_thw"][grids[q]] for q in sel], dim=0).to(dev)
+    prompt.update({k: v.to(dev) for k, v in gather_media(batch.prompt_inputs, uniq.tolist()).items()})
     out_p = model(**prompt, position_ids=pos[:, first, :p], use_cache=True, logits_to_keep=1)
     head = out_p.logits[:, -1:, :].index_select(0, inv)  # [n, 1, V] predicts completion token 0
     if c == 1:

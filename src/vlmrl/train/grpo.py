@@ -193,6 +193,7 @@ class GRPOTrainer:
             self.policy.processor,
             [build_messages(s, cfg.data.template) for s in samples],
             [s.images for s in samples],
+            [s.videos for s in samples],
         )
         is_noisy = None
         if cfg.rollout.noisy_frac > 0:  # NoisyRollout: part of each group from a noised image

@@ -13,6 +13,7 @@ from vlmrl.data.tasks import (  # noqa: F401
     geometry,
     ground,
     measure,
+    motion,
     pope,
     shortcut,
     simple,
