@@ -124,6 +124,9 @@ class DataConfig:
     """Cap on distinct training samples (None: a fresh procedural sample every time)."""
     eval_size: int = 100
     """Held-out samples used by each evaluation."""
+    eval_task_kwargs: dict[str, Any] | None = None
+    """Task knobs of the procedural held-out split when it differs from training (a shifted or
+    de-biased test distribution, e.g. ``{bias: null}`` for ``shortcut``); None: ``task_kwargs``."""
     template: str = "answer"
     """Prompt template: a name in vlmrl/templates (answer, math, look) or a .jinja path."""
     seed: int = 0

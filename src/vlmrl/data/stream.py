@@ -80,4 +80,5 @@ def eval_samples(cfg: DataConfig) -> list[Sample]:
         return load_data(cfg, cfg.eval_path, "test")[: cfg.eval_size]
     from vlmrl.data.tasks import generate, get_task
 
-    return generate(get_task(cfg.task, **cfg.task_kwargs), cfg.eval_size, seed=cfg.seed, split="test")
+    knobs = cfg.task_kwargs if cfg.eval_task_kwargs is None else cfg.eval_task_kwargs
+    return generate(get_task(cfg.task, **knobs), cfg.eval_size, seed=cfg.seed, split="test")

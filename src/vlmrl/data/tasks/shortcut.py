@@ -1,17 +1,16 @@
-"""``shortcut``: a task whose question text predicts the answer, so a model can skip the image.
+"""``shortcut``: a task whose question predicts its answer, so a model can skip the image.
 
-A base task (``color``, ``position`` or ``count``) is drawn as usual, and its question gets a
-hint in front: ``"Hint: 3. <image>How many ..."``. With probability ``bias`` the hinted value is the
-true answer; otherwise it is one of the other possible answers, uniformly. ``bias=None`` makes the
-hint independent of the answer (uniform over all answers): the de-biased split, on which a model
-that copies the hint scores chance and only looking pays.
+VQA-CP's construction (Agrawal et al. 2018, "Don't Just Assume; Look and Answer"): the same
+question type gets a different answer distribution in training and in test. Here a base task
+(``color``, ``position`` or ``count``) is drawn as usual, but each sample is redrawn until its
+answer is a *target* chosen first: the ``prior`` answer with probability ``bias``, otherwise
+one of the other possible answers uniformly. With ``bias=None`` the target is uniform over all
+answers: the de-biased split, where the question says nothing about the answer.
 
-Why a hint that names an answer: it is the strongest language prior a question can carry (a
-leading question), and copying a token from the prompt needs no knowledge of the scene, so the
-blind accuracy it earns is exactly the hint's agreement rate. With ``K`` possible answers the
-agreement is ``bias`` on the biased split and ``1/K`` on the de-biased one. The hint comes before
-the image: the tiny base still answers its count questions perfectly with text there, while text
-between the image and the question (or after it) derails it to 0-25 % accuracy.
+So on the biased split the question alone ("How many red circles are there?") is right
+``bias`` of the time by answering ``prior``; on the de-biased split that scores ``1/K`` (``K``
+possible answers) and only looking pays. The question text is the base task's own, so the model
+meets no new wording: what changes between the splits is only which answer the question predicts.
 """
 
 from __future__ import annotations
@@ -24,7 +23,9 @@ from vlmrl.data.tasks.base import TaskGenerator
 from vlmrl.data.tasks.registry import get_task, register_task
 
 BASES = ("color", "position", "count")
-"""Base tasks with a closed, small answer set (what a hint can name)."""
+"""Base tasks with a closed, small answer set (what a prior can favour)."""
+MAX_REDRAWS = 10_000
+"""Base samples drawn at most to meet a target answer (each draw hits it with probability ~1/K)."""
 
 
 def answer_set(gen: TaskGenerator) -> tuple[str, ...]:
@@ -38,35 +39,38 @@ def answer_set(gen: TaskGenerator) -> tuple[str, ...]:
     raise ValueError(f"task 'shortcut': knob 'base' must be one of {list(BASES)}, got {gen.name!r}")
 
 
-def draw_hint(rng: random.Random, answer: str, answers: tuple[str, ...], bias: float | None) -> str:
-    """The hinted answer: ``answer`` with probability ``bias``, else another answer uniformly;
-    ``bias=None``: any answer uniformly, independent of ``answer``.
+def draw_target(rng: random.Random, prior: str, answers: tuple[str, ...], bias: float | None) -> str:
+    """The answer a sample must have: ``prior`` with probability ``bias``, else another answer
+    uniformly; ``bias=None``: any answer uniformly.
 
-    >>> draw_hint(random.Random(0), "2", ("1", "2", "3"), 1.0)
+    >>> draw_target(random.Random(0), "2", ("1", "2", "3"), 1.0)
     '2'
-    >>> draw_hint(random.Random(0), "2", ("1", "2", "3"), 0.0) in ("1", "3")
+    >>> draw_target(random.Random(0), "2", ("1", "2", "3"), 0.0) in ("1", "3")
     True
     """
     if bias is None:
         return rng.choice(answers)
     if rng.random() < bias:
-        return answer
-    return rng.choice([a for a in answers if a != answer])
+        return prior
+    return rng.choice([a for a in answers if a != prior])
 
 
 @register_task
 class ShortcutTask(TaskGenerator):
-    """A base task's sample with a hint that agrees with the answer at rate ``bias``.
+    """A base task whose answer is ``prior`` at rate ``bias`` (see the module docstring).
 
-    Knobs: ``base`` (``color`` | ``position`` | ``count``), ``bias`` (probability the hint is the
-    answer; None: independent of it), ``base_kwargs`` (the base task's own knobs). Facts are the
-    base task's plus ``hint`` and ``base``.
+    Knobs: ``base`` (``color`` | ``position`` | ``count``), ``bias`` (share of samples whose
+    answer is ``prior``; None: answers uniform), ``prior`` (the favoured answer; None: the middle
+    one of the base's answers), ``base_kwargs`` (the base task's own knobs). Facts are the base
+    task's plus ``prior``.
 
     Example:
         >>> import random
-        >>> s = ShortcutTask(base="color", bias=1.0).sample(random.Random(0), 0, "train")
-        >>> s.facts["hint"] == s.answer, s.problem.startswith(f"Hint: {s.answer}. <image>")
-        (True, True)
+        >>> t = ShortcutTask(base="color", bias=1.0, prior="blue")
+        >>> s = t.sample(random.Random(0), 0, "train")
+        >>> s.answer, s.facts["objects"][0]["color"], s.problem.endswith("What color is the square?"
+        ...                                                              " Answer with one word.")
+        ('blue', 'blue', True)
     """
 
     name = "shortcut"
@@ -76,7 +80,8 @@ class ShortcutTask(TaskGenerator):
         self,
         size: int = 112,
         base: str = "count",
-        bias: float | None = 0.875,
+        bias: float | None = 0.9,
+        prior: str | None = None,
         base_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(size)
@@ -87,15 +92,25 @@ class ShortcutTask(TaskGenerator):
         self.base = get_task(base, size=size, **(base_kwargs or {}))
         self.answers = answer_set(self.base)
         if len(self.answers) < 2:
-            raise ValueError(f"task 'shortcut': base {base!r} has one possible answer; a hint needs two")
+            raise ValueError(f"task 'shortcut': base {base!r} has one possible answer; a prior needs two")
+        prior = self.answers[len(self.answers) // 2] if prior is None else str(prior)
+        if prior not in self.answers:
+            raise ValueError(
+                f"task 'shortcut': knob 'prior' must be one of {list(self.answers)}, got {prior!r}"
+            )
+        self.prior = prior
         self.bias = None if bias is None else float(bias)
         self.answer_type = self.base.answer_type
 
     def sample(self, rng: random.Random, index: int, split: str) -> Sample:
-        s = self.base.sample(rng, index, split)
-        hint = draw_hint(rng, s.answer, self.answers, self.bias)
-        s.problem = f"Hint: {hint}. {s.problem}"  # before the image: see below
-        s.facts = {**s.facts, "hint": hint, "base": self.base.name}
+        target = draw_target(rng, self.prior, self.answers, self.bias)
+        for _ in range(MAX_REDRAWS):
+            s = self.base.sample(rng, index, split)
+            if s.answer == target:
+                break
+        else:  # unreachable for the bases' answer sets (each answer has probability >= 1/K)
+            raise RuntimeError(f"task 'shortcut': no {self.base.name} sample with answer {target!r}")
+        s.facts = {**s.facts, "prior": self.prior}
         s.task = self.name
         s.id = f"{self.name}-{split}-{index}"
         return s
