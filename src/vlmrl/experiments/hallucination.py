@@ -76,7 +76,7 @@ def common_overrides(seed: int, quick: bool, run_dir: Path, init: Path) -> list[
         f"data.eval_size={8 if quick else 100}",
         f"data.seed={seed}",
         f"train.seed={seed}",
-        f"train.steps={2 if quick else 30}",
+        f"train.steps={2 if quick else 15}",
         "train.batch_prompts=8",
         "train.micro_batch=64",
         "train.lr=1e-4",
@@ -129,7 +129,7 @@ def held_out_size(quick: bool) -> int:
 
 
 def probe_every(quick: bool) -> int:
-    return 1 if quick else 10
+    return 1 if quick else 5
 
 
 def balanced_metrics(policy, n: int) -> dict[str, float]:
