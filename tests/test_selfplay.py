@@ -221,3 +221,30 @@ def test_grpo_step_on_spy_games_updates_the_policy(tmp_path):
     rows = (tmp_path / "run" / "rollouts" / "step_1.jsonl").read_text().splitlines()
     assert "eval/accuracy" in hist[-1]  # held-out perception: single-turn, greedy (a game has no answer)
     assert len(rows) == 6 and '"role": "spy"' in "".join(rows) and '"answer": ""' in rows[0]
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "images: A (civilians), B (spy)" in page and "game 2: spy = player" in page
+
+
+def test_report_game_transcripts_escape_model_text():
+    from vlmrl.eval.report_rollouts import _games
+
+    evil = "<script>alert(1)</script>"
+    players = [{"seat": 1, "role": "civilian", "clues": [evil], "vote": evil}, {"seat": evil, "role": 3}]
+    facts = {"difference": evil, "games": [{"spy": evil, "found": True, "players": players}, "junk"]}
+    out = _games({"trajectory": {"sample": {"facts": facts}}})
+    assert "<script>" not in out and out.count("&lt;script&gt;") == 5 and "game 1: spy" in out
+    assert _games({"trajectory": {"sample": {"facts": {"games": "x"}}}}) == "" and _games({}) == ""
+
+
+def test_selfplay_experiment_quick(tmp_path):
+    """``vlmrl experiment selfplay --quick``: the pipeline (1 step per trained arm, 8 probe images)."""
+    import json
+
+    from vlmrl.experiments.runner import run_experiment
+
+    entry = run_experiment("selfplay", [0], True, tmp_path)
+    data = json.loads((tmp_path / "selfplay.json").read_text())
+    assert list(data) == ["seeds", "before", "after", "labelled_rl_after"] and data["seeds"] == [0]
+    assert all(len(v) == 1 and 0.0 <= v[0] <= 1.0 for k, v in data.items() if k != "seeds")
+    assert entry["failure"] == {"baseline": data["before"], "fix": data["after"]}
+    assert (tmp_path / "challenge_selfplay.md").exists() and (tmp_path / "challenge_selfplay.png").exists()

@@ -163,10 +163,33 @@ def _group(run_dir: Path, group: object, rows: list[dict]) -> str:
         f"{_e(first.get('sample_id', ''))}</div>"
         f'<div class="q">{_e(first.get("problem", ""))}</div>'
         f'<div>gold: <b class="gold">{_e(first.get("answer", ""))}</b></div>'
-        f'<div class="dim">{_e(stats)}</div></div></div></td></tr>'
+        f'<div class="dim">{_e(stats)}</div>{_games(first)}</div></div></td></tr>'
     )
     body = "".join(_row(run_dir, r) for r in rows)
     return f'<tbody class="group" data-group="{_e(group)}">{head}{body}</tbody>'
+
+
+def _games(first: dict) -> str:
+    """Self-play groups (``env.name: spy``): each game on the pair (the head shows both images, A
+    then B): every seat's role, clues and vote, and whether the spy was found; all text escaped."""
+    traj = first.get("trajectory") if isinstance(first.get("trajectory"), dict) else {}
+    facts = traj.get("sample", {}).get("facts") if isinstance(traj.get("sample"), dict) else None
+    games = facts.get("games") if isinstance(facts, dict) else None
+    if not isinstance(games, list):
+        return ""
+    out = [f'<div class="dim">images: A (civilians), B (spy) · {_e(facts.get("difference", ""))}</div>']
+    for i, g in enumerate(g for g in games if isinstance(g, dict)):
+        rows = "".join(
+            f"<tr><td>{_e(p.get('seat'))}</td><td>{_e(p.get('role'))}</td>"
+            f"<td>{_e(' | '.join(map(str, p.get('clues') or [])))}</td><td>{_e(p.get('vote'))}</td></tr>"
+            for p in g.get("players") or []
+            if isinstance(p, dict)
+        )
+        out.append(
+            f'<div class="game">game {i + 1}: spy = player {_e(g.get("spy"))}, found: {_e(g.get("found"))}'
+            f"<table><tr><th>player</th><th>role</th><th>clues</th><th>vote</th></tr>{rows}</table></div>"
+        )
+    return "".join(out)
 
 
 def _finite(v: object) -> bool:

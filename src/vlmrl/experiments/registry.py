@@ -28,6 +28,8 @@ class ExperimentName(StrEnum):
     """When the question text predicts the answer, RL learns the prior instead of looking."""
     ACTION = "action"
     """A GUI agent takes an unsafe shortcut unless safety is a constraint of training."""
+    SELFPLAY = "selfplay"
+    """Visual self-play ("who is the spy") with no labels: does perception improve?"""
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class Challenge:
     side_metrics: tuple[str, ...] = ()
     """Keys of :attr:`ArmResult.extra` also written to the JSON entry as ``{key: {"baseline": [per
     seed], "fix": [per seed]}}`` beside ``failure`` (e.g. ``success`` for ``action``)."""
+    write_extra: Callable[[dict[str, list[ArmResult]], list[int], Path], None] | None = None
+    """``write_extra(results, seeds, out)``: the experiment's own results file(s) beside the common
+    ones (e.g. ``selfplay.json``), called by the runner after they are written."""
 
 
 def check_name(name: str) -> ExperimentName:

@@ -117,4 +117,6 @@ def run_experiment(name: str, seeds: list[int], quick: bool, out: str | Path) ->
     merge_entry(out / "challenges.json", name, entry)
     (out / f"challenge_{name}.md").write_text(verdict_markdown(ch, seeds, results, cmd))
     plot_curves(out / f"challenge_{name}.png", ch, results, seeds)
+    if ch.write_extra is not None:
+        ch.write_extra(results, seeds, out)
     return entry

@@ -81,17 +81,20 @@ def labelled_stage(kwargs: dict[str, Any], step: int) -> bool:
 
 
 def role_samples(games: list[SpyGame], samples: list[Sample]) -> list[Sample]:
-    """The 2B group prompts as samples (civilians' view, spy's view of each pair), label-free:
-    ``answer`` is empty; ``facts`` say the role and the difference (for logs and reports)."""
+    """The 2B group prompts as samples (civilians' view, spy's view of each pair), label-free
+    (``answer`` is empty), for logs and ``report.html``: ``images`` are both images of the pair
+    (A, then B), ``facts`` the role, the difference and the transcripts of the pair's G games."""
     out = []
+    g_per = len(games) // max(len(samples), 1)
     for b, s in enumerate(samples):
-        g = games[b]
+        head = games[b * g_per]
+        pair = [head.pair.image_a, head.pair.image_b]
+        facts = {"difference": head.pair.difference, "source": s.id}
+        facts["games"] = [g.transcript() for g in games[b * g_per : (b + 1) * g_per]]
         for role in ROLES:
-            obs = g.first_turn(role)
-            facts = {"role": role, "difference": g.pair.difference, "source": s.id}
-            out.append(
-                Sample(f"{s.id}-{role}", obs.images, obs.text, "", f"spy_{g.pair.kind}", "text", facts)
-            )
+            text = head.first_turn(role).text
+            kind = f"spy_{head.pair.kind}"
+            out.append(Sample(f"{s.id}-{role}", pair, text, "", kind, "text", {"role": role} | facts))
     return out
 
 
@@ -164,7 +167,7 @@ def seat_rollout(
         view = t.env
         if view.game.mask_spy_clues and view.role == "spy":
             batch.completion_mask[i, : vote_start[i]] = 0.0  # the spy's clue tokens leave the loss
-    return role_samples(heads, samples), batch, trajs, games
+    return role_samples(games, samples), batch, trajs, games
 
 
 def _submit_all(processor, games, trajs, texts, spec: MultiTurnSpec, im_end: int, n_seats: int) -> None:

@@ -283,11 +283,13 @@ class SpyGame:
         return [None] * self.players
 
     def _vote_turn(self, seat: int) -> Observation:
+        """The vote's user turn: every clue, the seat's number and role, and the question in the
+        clue template's words (the tiny base answers "Answer with a number." questions)."""
+        ask = Sample("spy-vote", [], "Which player is the spy? Answer with a number.", "", "spy")
         return Observation(
             f"{self._clue_lines()} You are player {seat + 1}, "
             f"{'the spy' if seat == self.spy else 'a civilian'}. "
-            f"One of the {self.players} players saw a different image. Which player is the spy? "
-            f"Put one player number inside <answer> </answer>."
+            f"One of the {self.players} players saw a different image. {render_prompt(ask, self.template)}"
         )
 
     # ---- outcome ------------------------------------------------------------------------------
