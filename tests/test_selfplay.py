@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vlmrl.data import generate
-from vlmrl.envs import make_env
+from vlmrl.envs import make_env, sft_trace
 from vlmrl.envs.spy import PAIR_KINDS, SpyGame, make_pair, parse_clue, parse_vote
 from vlmrl.envs.spy.metrics import game_metrics
 from vlmrl.errors import UserError
@@ -145,6 +145,8 @@ def test_bad_game_options_fail_at_config_time():
         make_env("spy", players=2)
     with pytest.raises(ValueError, match=">= 0"):
         make_env("spy", copy_penalty=-1)
+    with pytest.raises(UserError, match="no ideal trace"):  # vlmrl sft with env.name: spy
+        sft_trace(_sample(), "spy")
     assert [labelled_stage({"selfplay_steps": 3, "labelled_steps": 2}, s) for s in range(5)] == [
         False, False, False, True, True,
     ]  # fmt: skip

@@ -16,8 +16,10 @@ from vlmrl.data.sample import Sample
 from vlmrl.envs.gui.env import GuiEnv
 from vlmrl.envs.gui.traces import GUI_TASKS, gui_calls, gui_trace
 from vlmrl.envs.registry import make_env
+from vlmrl.envs.spy import SpyGame
 from vlmrl.envs.toolcall import CLOSE, OPEN
 from vlmrl.envs.types import ToolCall
+from vlmrl.errors import UserError
 
 
 def ideal_calls(sample: Sample) -> list[ToolCall]:
@@ -57,6 +59,8 @@ def sft_trace(sample: Sample, env_name: str = "tools", **kwargs: Any) -> list[di
     env = make_env(env_name, **kwargs)()
     if isinstance(env, GuiEnv):  # the screen changes after each action: the expert reads it each turn
         return gui_trace(sample, env)
+    if isinstance(env, SpyGame):  # a game has outcomes, not gold turns
+        raise UserError(f"env.name={env_name}: self-play games have no ideal trace to SFT on; unset env.name")
     first = env.reset(sample)
     trace: list[dict[str, Any]] = [{"role": "user", "text": first.text, "images": list(first.images)}]
     offered = set(getattr(env, "tools", {}) or {})
