@@ -143,6 +143,7 @@ def test_quick_experiment_writes_an_entry(tmp_path):
     assert entry["metric"] == shortcut.CHALLENGE.metric and entry["higher_is_better"] is True
     assert entry["seeds"] == [0] and entry["command"].startswith("vlmrl experiment shortcut")
     for key in ("failure", *shortcut.CHALLENGE.side_metrics):
-        assert set(entry[key]) == {"baseline", "fix"}
-        assert all(len(v) == 1 and 0.0 <= v[0] <= 1.0 for v in entry[key].values())
+        assert set(entry[key]) == {"baseline", "fix"} and all(len(v) == 1 for v in entry[key].values())
+        low, high = (-1, shortcut.steps(True)) if key == "monitor_step" else (0.0, 1.0)
+        assert all(low <= v[0] <= high for v in entry[key].values()), key
     assert (tmp_path / "challenge_shortcut.md").exists() and (tmp_path / "challenge_shortcut.png").exists()

@@ -9,15 +9,18 @@ answers are uniform over 1-6, so answering :data:`PRIOR` scores 1/6 and only loo
 
 GRPO from ``vlmrl-tiny-base``, reward ``accuracy`` (+ format, the default weights):
 - ``baseline``: plain GRPO on the biased set;
-- ``fix``: the counterfactual reward, ``reward.counterfactual: blank``
-  (``vlmrl.eval.counterfactual``): a right answer the model also gives with a blank image earns
-  no accuracy.
+- ``fix``: the counterfactual reward, ``reward.counterfactual: shuffled``
+  (``vlmrl.eval.counterfactual``): a right answer the model also gives with another prompt's
+  image earns no accuracy. (``blank`` withholds nothing here: the tiny base answers "1" to a
+  blank image whatever the question, so its blank answer is almost never the prior's "4".)
 
 The metric is greedy accuracy on the de-biased held-out set after RL (the image is the only
-honest source of the answer there), measured at the start, at every training evaluation and at
-the end. ``ArmResult.extra`` holds the training-distribution numbers the monitor watches (real
-and best blind accuracy, blind gap), the de-biased set's prior rate, and the step at
-which the blind-gap monitor (``eval.blind_gap_drop``) first fired (−1: never). The de-biased
+honest source of the answer there): the run's own evaluations use that set
+(``data.eval_task_kwargs``), at the start, every :func:`eval_every` steps and at the end, with
+the blind conditions, so the training-time blind-gap monitor (``eval.blind_gap_drop``) watches
+it too. ``ArmResult.extra`` holds the de-biased blind accuracy and gap, the step at which the
+monitor first fired (−1: never), the training distribution's held-out accuracy, best blind
+accuracy (blank or shuffled image) and blind gap, and the de-biased set's prior rate. The de-biased
 set's *prior rate* (share of answers equal to :data:`PRIOR`) is the shortcut itself: 1/6 for a
 model that counts, 1 for one that answers from the question.
 """
@@ -37,9 +40,12 @@ TRAIN_BIAS = 0.9
 PRIOR = "4"
 """The answer the training set favours (not ``1``, the tiny base's answer to a blank image)."""
 
+MONITOR_DROP = 0.15
+"""``eval.blind_gap_drop``: the fall of the de-biased blind gap that raises the monitor's alert."""
+
 ARMS: dict[str, list[str]] = {
     "baseline": [],
-    "fix": ["reward.counterfactual=blank"],
+    "fix": ["reward.counterfactual=shuffled"],
 }
 """Each arm's own overrides on top of :func:`common_overrides`."""
 
@@ -55,7 +61,8 @@ def steps(quick: bool) -> int:
 
 
 def eval_every(quick: bool) -> int:
-    return 1 if quick else 10
+    """``eval.every`` (``--quick``: 0, only at the start and the end)."""
+    return 0 if quick else 20
 
 
 def common_overrides(seed: int, quick: bool, run_dir: Path) -> list[str]:
@@ -82,14 +89,14 @@ def common_overrides(seed: int, quick: bool, run_dir: Path) -> list[str]:
         f"eval.every={eval_every(quick)}",
         "eval.max_new_tokens=6",
         "eval.blind=true",
-        "eval.blind_gap_drop=0.2",
+        f"eval.blind_gap_drop={MONITOR_DROP}",
         "eval.drift=false",
         f"log.run_dir={run_dir}",
     ]
 
 
 def held_out_size(quick: bool) -> int:
-    return 8 if quick else 120
+    return 8 if quick else 100
 
 
 def base_kwargs() -> dict[str, Any]:
@@ -99,17 +106,17 @@ def base_kwargs() -> dict[str, Any]:
     return yaml.safe_load(BASE_KWARGS)
 
 
-def samples_of(bias: float | None, n: int) -> list:
+def samples_of(bias: float | None, n: int, seed: int) -> list:
     """``n`` held-out (``test`` split) prompts of the task at ``bias`` (None: de-biased)."""
     import yaml
 
     from vlmrl.data import generate
 
     knobs = yaml.safe_load(task_kwargs(bias))
-    return generate(TASK, n, seed=0, split="test", **knobs)
+    return generate(TASK, n, seed=seed, split="test", **knobs)
 
 
-def end_metrics(policy, quick: bool) -> dict[str, float]:
+def end_metrics(policy, quick: bool, seed: int) -> dict[str, float]:
     """After training: the de-biased set's prior rate; the biased (training) distribution's
     held-out accuracy, best blind accuracy and blind gap (real, blank and shuffled images)."""
     import dataclasses
@@ -119,12 +126,18 @@ def end_metrics(policy, quick: bool) -> dict[str, float]:
     from vlmrl.rewards import get_reward
 
     judge, n = get_reward("accuracy"), held_out_size(quick)
-    debiased = samples_of(None, n)
+    debiased = samples_of(None, n, seed)  # the run's own evaluation prompts
     res = evaluate(policy, debiased, "answer", judge, 6, 60, return_outputs=True)
     as_prior = [dataclasses.replace(s, answer=PRIOR) for s in debiased]
     says = [judge(o["completion"], p).total for o, p in zip(res["outputs"], as_prior, strict=True)]
     biased = blind_gap(
-        policy, samples_of(TRAIN_BIAS, n), "answer", judge, 6, 60, ("real", "blank", "shuffled")
+        policy,
+        samples_of(TRAIN_BIAS, min(n, 60), seed),
+        "answer",
+        judge,
+        6,
+        60,
+        ("real", "blank", "shuffled"),
     )
     blind = max(r["accuracy"] for c, r in biased["conditions"].items() if c != "real")
     return {
@@ -155,7 +168,7 @@ def run_arm(arm: str, seed: int, quick: bool, workdir: Path) -> ArmResult:
         "debiased_blind_gap": float(last["eval/blind_gap"]),
         "monitor_step": float(fired[0]) if fired else -1.0,
     }
-    return ArmResult(curve[-1][1], curve, extra | end_metrics(trainer.policy, quick))
+    return ArmResult(curve[-1][1], curve, extra | end_metrics(trainer.policy, quick, seed))
 
 
 CHALLENGE = Challenge(
@@ -166,8 +179,9 @@ CHALLENGE = Challenge(
     higher_is_better=True,
     arms={
         "baseline": f"plain GRPO on the biased set (answer {PRIOR} {TRAIN_BIAS:.0%} of the time)",
-        "fix": "reward.counterfactual: blank (no accuracy for a right answer also given with a blank image)",
+        "fix": "reward.counterfactual: shuffled (no accuracy for a right answer also given with another "
+        "prompt's image)",
     },
     run_arm=run_arm,
-    side_metrics=("train_blind_acc", "train_blind_gap"),
+    side_metrics=("debiased_blind_gap", "debiased_prior_rate", "train_blind_acc", "monitor_step"),
 )
