@@ -3,19 +3,26 @@ the quick pipeline end to end (the files and their shape, not the effect)."""
 
 from __future__ import annotations
 
+import doctest
 import json
 
 import pytest
 
 from vlmrl.cli.main import main
 from vlmrl.data import Sample, generate, get_task
+from vlmrl.data.tasks import count_probe
 from vlmrl.eval.pope import parse_prediction, pope_metrics
-from vlmrl.rewards import build_reward, get_reward
+from vlmrl.rewards import build_reward, get_reward, hallucination
 from vlmrl.rewards.hallucination import is_false_yes, prior_cancelling_weight
 
 
 def reds(s: Sample) -> int:
     return sum(o["color"] == "red" for o in s.facts["objects"])
+
+
+def test_doctests():
+    for module in (count_probe, hallucination):
+        assert doctest.testmod(module).failed == 0
 
 
 def test_count_probe_answers_match_the_scene():
