@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/video.py --seeds 0 1 2          # the numbers in bench/results/video.md
     .venv/bin/python bench/video.py --quick --seeds 0      # smoke run (CI), under a minute
+    # or one process per seed, then the summary:
+    .venv/bin/python bench/video.py --seeds 1 --out runs/video_seed1   # (and 0, 2 alike)
+    .venv/bin/python bench/video.py --merge runs/video_seed0.json runs/video_seed1.json runs/video_seed2.json
 
 Config: ``src/vlmrl/configs/video.yaml`` (task ``motion``: a circle jumps between quadrants over
 4 frames; the answer is where it ends). Held-out: ``motion`` with smaller circles (radius 5-8 %
@@ -74,7 +77,14 @@ def main() -> None:
     ap.add_argument("--root", default="runs/video_seeds")
     ap.add_argument("--quick", action="store_true", help="smoke run (2 steps, 16 eval videos)")
     ap.add_argument("--out", default="bench/results/video")
+    ap.add_argument("--merge", nargs="+", default=None, help="combine the seeds of these result files")
     args = ap.parse_args()
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        rows = sorted((row for p in parts for row in p["seeds"]), key=lambda row: row["seed"])
+        commands = "; ".join(p["command"] for p in parts)
+        write(summarize(rows, load_config(CONFIG), parts[0]["eval_size"], commands), Path(args.out))
+        return
     torch.set_num_threads(1)
     n_eval = 16 if args.quick else args.eval_size
     base = [*(QUICK if args.quick else ()), *((f"train.steps={args.steps}",) if args.steps else ())]
@@ -98,8 +108,11 @@ def main() -> None:
             {"seed": seed, "before": before, "after": after, "seconds": round(time.perf_counter() - t0, 1)}
         )
         print(rows[-1], flush=True)
-    result = summarize(rows, cfg, n_eval, command_line("video.py", args))
-    out = Path(args.out)
+    write(summarize(rows, cfg, n_eval, command_line("video.py", args)), Path(args.out))
+
+
+def write(result: dict, out: Path) -> None:
+    """``out.json`` and ``out.md``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     out.with_suffix(".md").write_text(markdown(result))

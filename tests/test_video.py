@@ -3,24 +3,31 @@ the ratio-1 guarantee on video prompts, the shuffled-frame blind condition, malf
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import QUICK_RUN
 from vlmrl.config.load import load_config
+from vlmrl.config.reward_spec import RewardConfig
 from vlmrl.data import build_messages, generate, load_dataset
 from vlmrl.data.sample import Video
 from vlmrl.data.tasks.simple import position_of
 from vlmrl.data.video import fit_frame, make_video, sample_frame_indices
 from vlmrl.errors import UserError
 from vlmrl.eval.blind import blind_gap, default_conditions, with_condition
+from vlmrl.eval.temporal import reward_temporal_contrast
 from vlmrl.rollout.batch import concat_batches, encode_prompts, select_prompts
 from vlmrl.rollout.hf_engine import HFEngine
+from vlmrl.rollout.rollouts import Rollouts
 from vlmrl.rollout.sampler import fast_sampling_supported
 from vlmrl.rollout.shared_prompt import rollout_logprobs
+from vlmrl.train.grpo import GRPOTrainer
 
 BLUE = np.array([40, 90, 225])
 RED = np.array([220, 40, 40])
@@ -279,3 +286,82 @@ def test_video_class_round_trips_through_messages() -> None:
     entry = msgs[0]["content"][0]
     assert entry["type"] == "video" and entry["video"] == s.videos[0].frames
     assert isinstance(s.videos[0], Video)
+
+
+# ---- the temporal-contrast reward (T-GRPO) -----------------------------------------------------
+class _FixedEngine:
+    """Answers every shuffled-frame prompt with ``answer(sample)``, ``n`` times."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+
+    def generate(self, enc, n: int):
+        b = enc["input_ids"].shape[0]
+        return SimpleNamespace(
+            texts=[f"<answer>{self.answers[g]}</answer>" for g in range(b) for _ in range(n)],
+            prompt_index=torch.arange(b).repeat_interleave(n),
+        )
+
+
+@pytest.mark.parametrize(("shuffled_right", "paid"), [(False, True), (True, False)])
+def test_temporal_contrast_pays_right_answers_only_when_order_helps(
+    tiny_policy, shuffled_right, paid
+) -> None:
+    samples = generate("motion", 2, seed=0) + generate("count", 1, seed=0)
+    g = 4  # group size; in group 0 two of four answers are right (p = 0.5), group 1 none, group 2 all
+    acc = torch.tensor([1.0, 1.0, 0.0, 0.0] + [0.0] * 4 + [1.0] * 4)
+    batch = SimpleNamespace(prompt_index=torch.arange(3).repeat_interleave(g), size=12)
+    ro = Rollouts(samples, batch, acc.clone(), {"accuracy": acc})
+    wrong = [("top-right" if s.answer == "top-left" else "top-left") for s in samples[:2]]
+    engine = _FixedEngine([s.answer for s in samples[:2]] if shuffled_right else wrong)
+    cfg = RewardConfig(temporal_contrast=0.3, temporal_mu=0.8)
+    out = reward_temporal_contrast(ro, engine, tiny_policy.processor, "answer", cfg)
+    # p̃ = 0 (all wrong shuffled): 0.5 ≥ 0.8·0 -> right answers of group 0 get +0.3; group 1 has none
+    # right; group 2 has no video. p̃ = 1: 0.5 < 0.8 -> nobody is paid.
+    bonus = 0.3 if paid else 0.0
+    assert torch.allclose(out.rewards, acc + torch.tensor([bonus, bonus] + [0.0] * 10))
+    assert out.metrics["reward/temporal_shuffled"] == (1.0 if shuffled_right else 0.0)
+    assert out.metrics["reward/temporal_ordered"] == 0.25  # (0.5 + 0.0) / 2 video groups
+
+
+def test_temporal_contrast_is_off_by_default(tiny_policy) -> None:
+    samples = generate("motion", 1, seed=0)
+    ro = Rollouts(
+        samples, SimpleNamespace(prompt_index=torch.zeros(2, dtype=torch.long), size=2), torch.ones(2)
+    )
+    assert reward_temporal_contrast(ro, None, tiny_policy.processor, "answer", RewardConfig()) is ro
+    assert torch.equal(ro.rewards, torch.ones(2)) and not ro.metrics
+
+
+def test_one_grpo_step_on_video_prompts_with_the_temporal_reward(tiny_dir, tmp_path, plugin) -> None:
+    # the letters reward varies on the untrained model's text, so advantages are non-zero
+    overrides = [*QUICK_RUN, f"model.path={tiny_dir}", f"log.run_dir={tmp_path}", "data.task=motion"]
+    overrides += [f"reward.modules=[{plugin}]", "reward.weights={test_letters: 1.0, accuracy: 0.0}"]
+    cfg = load_config(overrides=[*overrides, "reward.temporal_contrast=0.3", "train.save_every=0"])
+    trainer = GRPOTrainer(cfg)
+    before = {k: p.detach().clone() for k, p in trainer.policy.model.named_parameters()}
+    metrics = trainer.train_step()
+    assert {"reward/temporal_ordered", "reward/temporal_shuffled", "reward/temporal_bonus_frac"} <= set(
+        metrics
+    )
+    changed = [k for k, p in trainer.policy.model.named_parameters() if not torch.equal(p, before[k])]
+    assert any("visual" in k for k in changed)  # the video reached the tower and got gradients
+
+
+def test_doctor_counts_video_tokens_too(tiny_policy) -> None:
+    from vlmrl.eval.doctor import check_image_tokens
+
+    assert check_image_tokens(tiny_policy, sizes=((112, 112),)).ok is True
+
+    class DropVideoGrid:  # a processor that forgot video_grid_thw
+        def __getattr__(self, name):
+            return getattr(tiny_policy.processor, name)
+
+        def __call__(self, *args, **kwargs):
+            enc = tiny_policy.processor(*args, **kwargs)
+            enc.pop("video_grid_thw", None)
+            return enc
+
+    broken = dataclasses.replace(tiny_policy, processor=DropVideoGrid())
+    check = check_image_tokens(broken, sizes=((112, 112),))
+    assert check.ok is False and "video: the processor returned no" in check.detail

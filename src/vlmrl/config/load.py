@@ -253,6 +253,8 @@ def _validate(cfg: TrainConfig) -> None:
             "eval.every": cfg.eval.every,
             "algo.kl_coef": cfg.algo.kl_coef,
             "rollout.staleness": cfg.rollout.staleness,
+            "reward.temporal_contrast": cfg.reward.temporal_contrast,
+            "reward.temporal_mu": cfg.reward.temporal_mu,
         },
         0,
     )

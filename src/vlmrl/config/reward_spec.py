@@ -67,6 +67,12 @@ class RewardConfig:
     (``[{"role": "assistant", "content": …}]`` per completion, TRL's conversational format)."""
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     """The model judge, used when ``weights`` has a ``judge`` key."""
+    temporal_contrast: float = 0.0
+    """Video-R1's T-GRPO bonus α (0: off): right answers to a video prompt earn α more when the group
+    does at least ``temporal_mu`` times as well with the frames in order as shuffled
+    (``vlmrl.eval.temporal``; costs a second generation over the video prompts)."""
+    temporal_mu: float = 0.8
+    """The T-GRPO ratio μ: the bonus is paid when p(ordered) ≥ μ · p(shuffled)."""
     counterfactual: str = "none"
     """none | blank | noise | shuffled: one greedy pass per step answers the prompts with the image
     replaced so; a right answer the model also gives that way earns no accuracy reward

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 CHECKS: dict[str, str] = {
     "image tokens": "image tokens written by the processor = vision features (prod(grid)/merge²), "
-    "at several image sizes and the dataset's own; the model's prefill runs",
+    "at several image sizes and the dataset's own, and for a 4-frame video; the model's prefill runs",
     "log-prob gap": "sampler log-probs vs the training forward's on the same completions: ratio 1 "
     "within 1e-3, over text prompts and over tokens after images",
     "tool images": "the chat template keeps images inside tool messages (multi-turn tools), and "

@@ -65,7 +65,12 @@ def blind_right(
     """``[P]``: 1.0 where the greedy answer to ``samples[g]`` under ``condition`` is right."""
     judge = judge or get_reward(ACCURACY)
     blind = with_condition(samples, condition, seed)
-    enc = encode_prompts(processor, [build_messages(s, template) for s in blind], [s.images for s in blind])
+    enc = encode_prompts(
+        processor,
+        [build_messages(s, template) for s in blind],
+        [s.images for s in blind],
+        [s.videos for s in blind],
+    )
     out = engine.generate(enc, 1, greedy=True)
     return torch.tensor([float(judge(t, s).total) for t, s in zip(out.texts, blind, strict=True)])
 

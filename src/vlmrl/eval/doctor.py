@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from vlmrl.data.sample import Sample
+from vlmrl.data.sample import Sample, Video
 from vlmrl.eval.memory_estimate import GIB, MemorySpec, estimate_memory
 from vlmrl.rewards.box import box_iou, parse_box
 from vlmrl.rollout.batch import encode_prompts
@@ -114,6 +114,9 @@ def check_image_tokens(policy, samples: Sequence[Sample] = (), sizes=SIZES) -> C
         else:
             seen.append(int(enc["image_grid_thw"].prod(-1).sum()) // _merge(policy) ** 2)
     tried = f"{len(sizes) + len(own)} sizes ({len(own)} from the data)"
+    video = _video_mismatch(policy)
+    if video:
+        problems.append(video)
     if problems:
         return Check(
             "image tokens",
@@ -122,7 +125,29 @@ def check_image_tokens(policy, samples: Sequence[Sample] = (), sizes=SIZES) -> C
             "use the model's own processor (AutoProcessor.from_pretrained(MODEL)) and pass every output "
             "to the model; never truncate a prompt below its image tokens (raise the max prompt length)",
         )
-    return Check("image tokens", True, f"{tried}: tokens = features ({min(seen)}–{max(seen)} per image)")
+    return Check(
+        "image tokens",
+        True,
+        f"{tried} and a 4-frame video: tokens = features ({min(seen)}–{max(seen)} per image)",
+    )
+
+
+def _video_mismatch(policy) -> str | None:
+    """A 4-frame 112-px video: ``<|video_pad|>`` tokens vs ``prod(video_grid_thw) / merge²``, and a
+    prefill (None: fine, or the processor takes no videos)."""
+    if getattr(policy.processor, "video_processor", None) is None:
+        return None
+    frames = [Image.new("RGB", (112, 112), (40 * i, 90, 200)) for i in range(4)]
+    msgs = [[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}]]
+    enc = encode_prompts(policy.processor, msgs, [[]], [[Video(frames, fps=2.0)]])
+    grid = enc.get("video_grid_thw")
+    if grid is None or "pixel_values_videos" not in enc:
+        return "video: the processor returned no pixel_values_videos / video_grid_thw"
+    pad = policy.tokenizer.convert_tokens_to_ids(getattr(policy.processor, "video_token", "<|video_pad|>"))
+    tokens, features = int((enc["input_ids"] == pad).sum()), int(grid.prod(-1).sum()) // _merge(policy) ** 2
+    if tokens != features:
+        return f"video: {tokens} video tokens but {features} features"
+    return _prefill_error(policy, {k: v for k, v in enc.items() if k != "videos_per_prompt"})
 
 
 @torch.no_grad()

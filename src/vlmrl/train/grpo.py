@@ -56,11 +56,11 @@ from vlmrl.data import Sample, build_messages
 from vlmrl.data.stream import PromptStream, eval_samples
 from vlmrl.eval.accuracy import evaluate
 from vlmrl.eval.blind_monitor import BlindGapMonitor
-from vlmrl.eval.counterfactual import pay_if_looking
 from vlmrl.eval.diagnostics import training_diagnostics
 from vlmrl.eval.drift import build_drift_monitor
 from vlmrl.eval.multiturn import evaluate_multiturn
 from vlmrl.eval.report import write_report
+from vlmrl.eval.temporal import shape_round
 from vlmrl.models import load_policy
 from vlmrl.models.lora import has_lora
 from vlmrl.models.vision import apply_vision_policy
@@ -177,8 +177,8 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ one step
     def _score(self, samples: list[Sample], batch: RolloutBatch) -> Rollouts:
-        ro = Rollouts.scored(samples, batch, self.reward_fn)  # reward.counterfactual: blind-right unpaid
-        return pay_if_looking(ro, self.engine, self.policy.processor, self.cfg.data.template, self.cfg.reward)
+        ro = Rollouts.scored(samples, batch, self.reward_fn)  # + reward.counterfactual, temporal_contrast
+        return shape_round(ro, self.engine, self.policy.processor, self.cfg.data.template, self.cfg.reward)
 
     def _rollout_round(self, k: int) -> Rollouts:
         """Sample ``k`` prompts × G completions and score them."""

@@ -1,16 +1,17 @@
 """``motion`` (a video) and ``compare`` (two images): tasks whose answer needs more than one picture.
 
 ``motion``: a circle sits in one quadrant for the first half of the frames and in another for
-the second half; the answer is where it is at the end. Any single frame shows *a* quadrant, so
-only the order of the frames tells which one is the answer: shuffling the frames (the
-``shuffled_frames`` blind condition) leaves a model that reads order no better than a guess
-between the two quadrants, which is what the temporal blind gap measures. The answers are the
-``position`` task's four quadrants, words the tiny base already writes.
+the second half; the answer is where it is at the end (or, ``ask="start"``, at the start). Any
+single frame shows *a* quadrant, so only the order of the frames tells which one is the answer:
+shuffling the frames (the ``shuffled_frames`` blind condition) leaves a model that reads order
+no better than a guess between the two quadrants, which is what the temporal blind gap
+measures. The answers are the ``position`` task's four quadrants, words the tiny base writes.
 
 Why ``wording="base"`` exists: the tiny base, pretrained on images only, answers a position
 question in its own words ("Where is the circle in the image? Answer …") and falls apart on any
 other wording (with "at the end of the video" it writes no position at all, 0 of 192 samples).
-``base`` asks in those words, the video's last moment being "the image" now; ``plain`` says it.
+``base`` asks in those words (which moment is meant is then the task's convention, ``ask``);
+``plain`` says it.
 
 ``compare``: two images of red circles (different counts); "which image has more?" ->
 ``first`` / ``second``.
@@ -29,7 +30,7 @@ from vlmrl.data.tasks.simple import QUADRANTS
 
 #: ``motion``'s question, by its ``wording`` knob.
 WORDINGS = {
-    "plain": "Where is the circle at the end of the video?",
+    "plain": "Where is the circle at the {moment} of the video?",
     "base": "Where is the circle in the image?",
 }
 
@@ -42,14 +43,17 @@ class MotionTask(TaskGenerator):
     temporal patches when ``frames`` is a multiple of 4), ``fps`` (the video's rate: Qwen2.5-VL
     places temporal patch k at M-RoPE time ``k · tokens_per_second · 2 / fps``; the default 8 makes
     that step 1 for the tiny base's ``tokens_per_second`` = 4, the nearest to an image's 0), the
-    circle's ``color`` and ``radius`` (fractions of the side, as ``position``) and the question's
-    ``wording`` (``plain`` | ``base``, see the module docstring).
+    circle's ``color`` and ``radius`` (fractions of the side, as ``position``), the moment asked
+    about (``ask``: ``end`` | ``start``) and the question's ``wording`` (``plain`` | ``base``, see
+    the module docstring).
 
     Example:
         >>> import random
         >>> s = MotionTask().sample(random.Random(0), 0, "train")
         >>> len(s.videos[0].frames), s.answer == s.facts["path"][-1], s.facts["path"][0] != s.answer
         (4, True, True)
+        >>> MotionTask(ask="start").sample(random.Random(0), 0, "train").answer == s.facts["path"][0]
+        True
     """
 
     name = "motion"
@@ -62,6 +66,7 @@ class MotionTask(TaskGenerator):
         fps: float = 8.0,
         color: str = "blue",
         radius: tuple[float, float] = (0.09, 0.15),
+        ask: str = "end",
         wording: str = "plain",
     ) -> None:
         super().__init__(size)
@@ -69,6 +74,8 @@ class MotionTask(TaskGenerator):
             raise ValueError(f"task 'motion': knob 'frames' must be even and >= 2, got {frames}")
         if not fps > 0:
             raise ValueError(f"task 'motion': knob 'fps' must be > 0, got {fps}")
+        if ask not in ("end", "start"):
+            raise ValueError(f"task 'motion': knob 'ask' must be 'end' or 'start', got {ask!r}")
         if wording not in WORDINGS:
             raise ValueError(
                 f"task 'motion': knob 'wording' must be one of {list(WORDINGS)}, got {wording!r}"
@@ -78,7 +85,8 @@ class MotionTask(TaskGenerator):
             raise ValueError(
                 f"task 'motion': knob 'radius' must satisfy 0.02 <= lo <= hi <= 0.2, got {radius}"
             )
-        self.frames, self.fps, self.wording, self.radius = frames, float(fps), wording, (lo, hi)
+        self.frames, self.fps, self.radius = frames, float(fps), (lo, hi)
+        self.ask, self.wording = ask, wording
         self.color = check_colors(self.name, "color", (color,))[0]
 
     def _circle(self, rng: random.Random, quadrant: str) -> list[int]:
@@ -98,7 +106,7 @@ class MotionTask(TaskGenerator):
             image = self.canvas()
             draw_shape(ImageDraw.Draw(image), "circle", boxes[q], self.color)
             frames.append(image)
-        question = f"{WORDINGS[self.wording]} Answer {one_of(QUADRANTS)}."
+        question = f"{WORDINGS[self.wording].format(moment=self.ask)} Answer {one_of(QUADRANTS)}."
         facts = {
             "path": path,
             "objects": [obj("circle", self.color, boxes[q], frame=i) for i, q in enumerate(path)],
@@ -109,7 +117,7 @@ class MotionTask(TaskGenerator):
             id=f"{self.name}-{split}-{index}",
             images=[],
             problem=f"{VIDEO_PLACEHOLDER}{question}",
-            answer=end,
+            answer=end if self.ask == "end" else start,
             task=self.name,
             answer_type=self.answer_type,
             facts=facts,
