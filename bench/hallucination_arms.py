@@ -55,8 +55,18 @@ def main() -> None:
     ap.add_argument("--challenges", default="bench/results/challenges.json")
     ap.add_argument("--out", default="bench/results/hallucination_arms")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--table-only",
+        action="store_true",
+        help="no runs: the table from OUT.json's runs (baseline done later)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if args.table_only:
+        record = json.loads(out.with_suffix(".json").read_text())
+        write_table(out, record, args.challenges)
+        return
     rows: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="vlmrl-hallucination-arms-") as work:
         for arm in args.arms:
@@ -71,16 +81,21 @@ def main() -> None:
         f"python bench/hallucination_arms.py --arms {' '.join(args.arms)} --seeds "
         f"{' '.join(map(str, args.seeds))} --challenges {args.challenges} --out {args.out}"
     )
-    out = Path(args.out)
     record = {"command": cmd, "seeds": args.seeds, "arms": rows}
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")  # the runs, whatever follows
-    entry = json.loads(Path(args.challenges).read_text())["hallucination"]  # read last: it may run alongside
-    if entry["seeds"] != args.seeds:
-        raise SystemExit(f"--seeds {args.seeds} differ from the baseline's seeds {entry['seeds']}")
+    write_table(out, record, args.challenges)
+
+
+def write_table(out: Path, record: dict, challenges: str) -> None:
+    """``OUT.md``, and ``OUT.json`` with the baseline's per-seed values from ``challenges``."""
+    entry = json.loads(Path(challenges).read_text())["hallucination"]
+    if entry["seeds"] != record["seeds"]:
+        raise SystemExit(f"seeds {record['seeds']} differ from the baseline's seeds {entry['seeds']}")
     baseline = entry["failure"]["baseline"]
     out.with_suffix(".json").write_text(json.dumps(record | {"baseline": baseline}, indent=2) + "\n")
-    md = "# `hallucination`: other fixes beside the registered one\n\n" + table(rows, baseline, args.seeds)
-    out.with_suffix(".md").write_text(md + f"\nCommand: `{cmd}`\n")
+    md = "# `hallucination`: other fixes beside the registered one\n\n"
+    md += table(record["arms"], baseline, record["seeds"])
+    out.with_suffix(".md").write_text(md + f"\nCommand: `{record['command']}`\n")
 
 
 if __name__ == "__main__":
