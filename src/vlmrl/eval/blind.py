@@ -201,12 +201,13 @@ def flatten_blind(result: dict[str, Any], prefix: str = "eval") -> dict[str, flo
 def format_blind_table(result: dict[str, Any]) -> str:
     """One row per task (and ``all``): accuracy under each condition, then the blind gap."""
     conds = list(result["conditions"])
-    lines = [f"{'task':<14}" + "".join(f"{c:>10}" for c in conds) + f"{'blind gap':>11}"]
+    width = {c: max(10, len(c) + 2) for c in conds}  # ``shuffled_frames`` is wider than a number
+    lines = [f"{'task':<14}" + "".join(f"{c:>{width[c]}}" for c in conds) + f"{'blind gap':>11}"]
     tasks = list(result["blind_gap_by_task"])
     for t in tasks:
-        cells = "".join(f"{result['conditions'][c]['by_task'][t]:>10.3f}" for c in conds)
+        cells = "".join(f"{result['conditions'][c]['by_task'][t]:>{width[c]}.3f}" for c in conds)
         lines.append(f"{t:<14}{cells}{result['blind_gap_by_task'][t]:>+11.3f}")
     if len(tasks) != 1:
-        cells = "".join(f"{result['conditions'][c]['accuracy']:>10.3f}" for c in conds)
+        cells = "".join(f"{result['conditions'][c]['accuracy']:>{width[c]}.3f}" for c in conds)
         lines.append(f"{'all':<14}{cells}{result['blind_gap']:>+11.3f}")
     return "\n".join(lines)

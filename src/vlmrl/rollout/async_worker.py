@@ -133,6 +133,7 @@ def worker_main(
                 policy.processor,
                 [build_messages(s, cfg.data.template) for s in samples],
                 [s.images for s in samples],
+                [s.videos for s in samples],
             )
             batch = engine.generate(enc, r.n)
             item = Generated(t, version, batch, generator.get_state(), time.perf_counter() - t0)

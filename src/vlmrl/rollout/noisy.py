@@ -167,6 +167,7 @@ def noisy_rollouts(
         policy.processor,
         [build_messages(s, cfg.data.template) for s in samples],
         noisy_images(samples, std, cfg.train.seed, step),
+        [s.videos for s in samples],  # videos stay clean: NoisyRollout noises images
     )
     clean = engine.generate(clean_enc, n - n_noisy)
     noisy = engine.generate(noisy_enc, n_noisy)

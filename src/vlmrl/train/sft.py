@@ -45,7 +45,10 @@ def sft_loss(policy, samples: list[Sample], template: str) -> torch.Tensor:
     """Mean negative log-likelihood of the gold completions' tokens (incl. the closing <|im_end|>)."""
     tok = policy.tokenizer
     enc = encode_prompts(
-        policy.processor, [build_messages(s, template) for s in samples], [s.images for s in samples]
+        policy.processor,
+        [build_messages(s, template) for s in samples],
+        [s.images for s in samples],
+        [s.videos for s in samples],
     )
     completions = [
         tok(gold_completion(s, template) + "<|im_end|>", add_special_tokens=False)["input_ids"]
