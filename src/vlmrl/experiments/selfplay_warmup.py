@@ -51,8 +51,12 @@ def vote_warmup(
     out: Path,
     pairs: int = 2,
     lr: float = 1e-4,
+    keep_clues: bool = False,
 ) -> Path:
-    """Warm ``policy`` up on random valid votes (see the module docstring); save it to ``out``."""
+    """Warm ``policy`` up on random valid votes (see the module docstring); save it to ``out``.
+
+    ``keep_clues``: the clue turns (the model's own greedy clues: self-distillation, no label) stay
+    in the loss beside the vote, anchoring the answer format the vote would otherwise overwrite."""
     rng = random.Random(f"vlmrl:spy:warmup:{seed}")
     gen = get_task(task, **knobs)
     engine = HFEngine(policy, max_new_tokens=10)
@@ -70,7 +74,7 @@ def vote_warmup(
             turns[-1] = {"role": "assistant", "text": f"<answer>{vote}</answer>", "images": []}
             traces.append(turns)
         batch = trace_batch(policy, [""] * len(traces), traces)
-        mask = last_turn_only(batch.completion_mask)
+        mask = batch.completion_mask if keep_clues else last_turn_only(batch.completion_mask)
         policy.model.train()
         inputs, _ = training_inputs(batch, list(range(batch.size)))
         logp, _ = completion_logprobs(policy.model, inputs, batch.completion_ids)
