@@ -50,6 +50,18 @@ def test_missing_model_path_is_found_before_torch_loads_a_model(capsys, monkeypa
     assert len(err) == 1 and "model.path: '/nonexistent' does not exist" in err[0]
 
 
+def test_the_shipped_base_alias_passes_the_path_check(tmp_path):
+    """``model.path: vlmrl-tiny-base`` (the docs' and demo config's spelling) is not a missing path."""
+    from vlmrl.config import load_config
+    from vlmrl.config.checks import check_before_loading, check_path
+    from vlmrl.errors import UserError
+
+    check_path("model.path", "vlmrl-tiny-base")
+    check_before_loading(load_config(None, ["model.path=vlmrl-tiny-base", "sft.init=vlmrl-tiny-base"]))
+    with pytest.raises(UserError, match="vlmrl-tiny-bas' does not exist"):
+        check_path("model.path", "vlmrl-tiny-bas")
+
+
 def test_an_internal_bug_keeps_its_traceback(tmp_path, monkeypatch):
     """Only the project's user errors become one-line messages; a KeyError from a bug propagates."""
     import vlmrl.data

@@ -29,8 +29,11 @@ def looks_like_hub_id(path: str) -> bool:
 
 
 def check_path(key: str, path: str | None) -> None:
-    """Raise :class:`MissingFileError` naming ``key`` when ``path`` is neither on disk nor a hub id."""
-    if path is None or Path(path).expanduser().exists() or looks_like_hub_id(path):
+    """Raise :class:`MissingFileError` naming ``key`` when ``path`` is neither on disk, a hub id, nor
+    the shipped base's alias (``vlmrl-tiny-base``)."""
+    from vlmrl.models.base_mix import BASE_NAME  # no torch
+
+    if path is None or path == BASE_NAME or Path(path).expanduser().exists() or looks_like_hub_id(path):
         return
     raise MissingFileError(f"{key}: {path!r} does not exist (a local path, or a hub id owner/name)")
 
