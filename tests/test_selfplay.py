@@ -36,6 +36,18 @@ def _play(game: SpyGame, clues: list[list[str]], votes: list[str]) -> None:
     assert game.phase == "done"
 
 
+def test_doctests():
+    import doctest
+
+    import vlmrl.envs.spy.game as game_mod
+    import vlmrl.envs.spy.pairs as pairs_mod
+    import vlmrl.experiments.selfplay_warmup as warmup_mod
+    import vlmrl.rollout.seats as seats_mod
+
+    for mod in (game_mod, pairs_mod, seats_mod, warmup_mod):
+        assert doctest.testmod(mod).attempted > 0 and doctest.testmod(mod).failed == 0, mod.__name__
+
+
 # ---------------------------------------------------------------- pairs
 
 
