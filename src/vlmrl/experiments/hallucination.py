@@ -6,7 +6,7 @@ perfectly. The base itself never learnt to answer yes/no from them, so a short s
 warm-start on *balanced* probes (:data:`WARM`, shared by every arm and seed) teaches the format
 and a grounded answer first.
 
-Then GRPO on a training set where "yes" is right 90 % of the time (``yes_ratio: 0.9``), reward
+Then Dr.GRPO on a training set where "yes" is right 90 % of the time (``yes_ratio: 0.9``), reward
 ``accuracy`` only: a model unsure of an image earns more by saying "yes". The metric is the
 false-yes rate (POPE's: "yes" to an absent object, over all no-probes) on a *balanced* held-out
 set (``yes_ratio: 0.5``, the ``test`` split, never trained on), measured at the start, every few
@@ -21,8 +21,9 @@ Arms (:data:`ARMS`, one setting shared by all, :func:`common_overrides`; Dr.GRPO
   false-yes penalty ``{accuracy: 1, no_false_yes: w}``, ``w = π/(1 − π) − 1``
   (``vlmrl.rewards.hallucination``), a reward under which the prior stops paying in expectation;
 - ``penalty_std`` (beside): the same with GRPO's std-normalised advantages. Every rollout of a
-  group shares its gold answer, so the penalty is an affine map of the accuracy reward within each
-  group, and ``(r − mean_g) / std_g`` erases it: the arm is the baseline, rollout for rollout;
+  group shares its gold answer, so for answers that parse as yes or no the penalty is an affine
+  map of the accuracy reward within each group, and ``(r − mean_g) / std_g`` erases it: the arm
+  then follows the baseline;
 - ``papo`` (beside): PAPO's perception term, ``algo.papo_coef``.
 """
 
@@ -42,14 +43,17 @@ TRAIN_YES = 0.9
 HELD_OUT_YES = 0.5
 """Share of yes-probes in the held-out set the metric is measured on."""
 PENALTY = prior_cancelling_weight(TRAIN_YES)
-"""The ``no_false_yes`` weight of the fix (8 for a 90 % prior)."""
+"""The ``no_false_yes`` weight of the ``penalty`` arms (8 for a 90 % prior)."""
+
+
+def task_kwargs(yes_ratio: float) -> str:
+    """``data.task_kwargs`` for the probe at ``yes_ratio``, as a dotted-override value."""
+    return "{" + ", ".join(f"{k}: {v}" for k, v in {**PROBE, "yes_ratio": yes_ratio}.items()) + "}"
+
 
 ARMS: dict[str, list[str]] = {
     "baseline": ["reward.weights={accuracy: 1.0}"],
-    "fix": [
-        "reward.weights={accuracy: 1.0}",
-        f"data.task_kwargs={{kind: {PROBE['kind']}, yes_ratio: {HELD_OUT_YES}}}",
-    ],
+    "fix": ["reward.weights={accuracy: 1.0}", f"data.task_kwargs={task_kwargs(HELD_OUT_YES)}"],
     "penalty": [f"reward.weights={{accuracy: 1.0, no_false_yes: {PENALTY:g}}}"],
     "penalty_std": [f"reward.weights={{accuracy: 1.0, no_false_yes: {PENALTY:g}}}", "algo.advantage=grpo"],
     "papo": ["reward.weights={accuracy: 1.0}", "algo.papo_coef=0.02"],
@@ -59,11 +63,6 @@ ARMS: dict[str, list[str]] = {
 WARM = {"steps": 50, "batch_size": 32, "lr": 3e-4, "seed": 0}
 """The supervised warm-start on balanced probes (``vlmrl sft``), run once and shared by every arm
 and seed, so the arms differ only in what RL does."""
-
-
-def task_kwargs(yes_ratio: float) -> str:
-    """``data.task_kwargs`` for the probe at ``yes_ratio``, as a dotted-override value."""
-    return "{" + ", ".join(f"{k}: {v}" for k, v in {**PROBE, "yes_ratio": yes_ratio}.items()) + "}"
 
 
 def common_overrides(seed: int, quick: bool, run_dir: Path, init: Path) -> list[str]:
