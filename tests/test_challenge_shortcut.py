@@ -58,6 +58,8 @@ def test_task_knobs_are_checked():
         generate("shortcut", 1, prior="9")
     with pytest.raises(ConfigError, match=r"reward\.counterfactual"):
         load_config(None, ["reward.counterfactual=mirror"])
+    with pytest.raises(ConfigError, match=r"eval\.blind_gap_drop"):
+        load_config(None, ["eval.blind_gap_drop=-0.1"])
 
 
 def test_withhold_blind_right_by_hand():

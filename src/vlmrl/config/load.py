@@ -327,6 +327,7 @@ def _validate_vision_rl(cfg: TrainConfig) -> None:
             "algo.papo_coef": cfg.algo.papo_coef,
             "algo.papo_entropy_coef": cfg.algo.papo_entropy_coef,
             "rollout.noise_std": cfg.rollout.noise_std,
+            "eval.blind_gap_drop": cfg.eval.blind_gap_drop,
         },
         0,
     )
