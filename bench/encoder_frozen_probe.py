@@ -74,17 +74,20 @@ def linear_probe(policy, knobs: dict, n_train: int = 600, n_test: int = 200, ste
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/results/encoder_frozen_probe.md")
+    ap.add_argument("--only", nargs="+", type=int, help="indices into CANDIDATES (default: all)")
     args = ap.parse_args()
+    chosen = [CANDIDATES[i] for i in args.only] if args.only else CANDIDATES
+    only = f" --only {' '.join(map(str, args.only))}" if args.only else ""
     torch.manual_seed(0)
     policy = load_policy("vlmrl-tiny-base")
     policy.model.eval()
     lines = [
         "# What the frozen tower of vlmrl-tiny-base separates (position shifts)\n",
-        f"Command: `python bench/encoder_frozen_probe.py --out {args.out}`\n",
+        f"Command: `python bench/encoder_frozen_probe.py{only} --out {args.out}`\n",
         "| position knobs | base acc | base acc, blank image | linear probe on frozen features |",
         "|---|---|---|---|",
     ]
-    for knobs in CANDIDATES:
+    for knobs in chosen:
         t0 = time.time()
         row = evaluate_entry(policy, MixEntry("x", "position", knobs, max_new_tokens=10), 100)
         probe = linear_probe(policy, knobs)
