@@ -25,6 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+# OpenMP threads that spin while waiting steal a shared CPU from the other arm's process; passive
+# waiting is the fair setting for a side-by-side run (set before torch loads libgomp; recorded).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -82,6 +86,9 @@ def run_arm(mode: str, seed: int, args: argparse.Namespace) -> dict:
         "accuracy": acc,
         "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
+    for key in ("time/generate_s", "time/update_s", "time/wait_rollout_s", "time/worker_generate_s"):
+        if key in metrics[-1]:  # where a step's time goes (async: the trainer's wait, the worker's sampling)
+            row[key.split("/")[1]] = sum(m[key] for m in metrics[args.warmup :]) / len(steps_s)
     if mode == "async":
         row["staleness_mean"] = sum(m["rollout/staleness"] for m in metrics) / len(metrics)
         clip = [m["offpolicy/is_clip_frac"] for m in metrics if "offpolicy/is_clip_frac" in m]
