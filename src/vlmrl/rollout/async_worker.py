@@ -208,8 +208,6 @@ class AsyncEngine:
             "time/worker_generate_s": item.generate_s,
             "time/wait_rollout_s": wait,
         }
-        if item.step == self.cfg.train.steps - 1:
-            self._proc.join(timeout=60)  # its last batch: the worker is done
         return batch
 
     def mark_stale(self) -> None:
@@ -223,10 +221,10 @@ class AsyncEngine:
         return out
 
     def close(self) -> None:
-        """Stop the worker (it stops by itself after the last batch)."""
+        """Stop the worker (it stops by itself after the last batch; joined here, not in a step)."""
         if self._proc.is_alive():
             self._proc.terminate()
-            self._proc.join(timeout=10)
+        self._proc.join(timeout=10)
 
 
 def rollout_engine(policy, cfg: TrainConfig, generator: torch.Generator, step: int, position: int):
