@@ -9,7 +9,7 @@ measures. The answers are the ``position`` task's four quadrants, words the tiny
 
 Why ``wording="base"`` exists: the tiny base, pretrained on images only, answers a position
 question in its own words ("Where is the circle in the image? Answer …") and falls apart on any
-other wording (with "at the end of the video" it writes no position at all, 0 of 192 samples).
+other wording (asked "at the end of the video", it wrote no position at all when we probed it).
 ``base`` asks in those words (which moment is meant is then the task's convention, ``ask``);
 ``plain`` says it.
 
