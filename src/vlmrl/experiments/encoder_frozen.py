@@ -57,7 +57,7 @@ CHALLENGE = Challenge(
     name="encoder_frozen",
     question="Can RL with the vision tower frozen learn a visual shift that needs new features "
     "(smaller, fainter circles), or must the tower learn too?",
-    metric="position held-out greedy accuracy after RL on the small faint circles shift",
+    metric="position held-out greedy accuracy after RL (the shift: circles of radius 4-7 %, contrast 0.3)",
     higher_is_better=True,
     arms={
         "baseline": "vision.train: frozen (only the language model learns)",
