@@ -62,12 +62,14 @@ def recompute(s: Sample) -> str:
 GUI_TASKS = ["gui", "gui_ground"]
 #: Tasks with a video or several images (tested in test_video.py).
 MEDIA_TASKS = ["compare", "motion"]
+#: Tasks of the failure-mode experiments (tested with their experiments).
+EXPERIMENT_TASKS = ["count_probe", "shortcut"]
 
 
 def test_all_tasks_registered() -> None:
     import vlmrl.envs  # noqa: F401  (registers the GUI tasks, which live with their environment)
 
-    assert task_names() == sorted(ALL_TASKS + TOOL_TASKS + GUI_TASKS + MEDIA_TASKS)
+    assert task_names() == sorted(ALL_TASKS + TOOL_TASKS + GUI_TASKS + MEDIA_TASKS + EXPERIMENT_TASKS)
 
 
 @pytest.mark.parametrize("task", ALL_TASKS)
