@@ -58,7 +58,7 @@ def common_overrides(seed: int, quick: bool) -> list[str]:
         "env.name=gui",
         "env.max_turns=6",
         "env.max_tool_calls=6",
-        "env.turn_max_new_tokens=48",
+        f"env.turn_max_new_tokens={8 if quick else 48}",  # --quick: an untrained model fills every turn
         "env.max_total_tokens=640",
         f"env.kwargs={{compact_tools: true, latency_penalty: {LATENCY}}}",
         "eval.batch_size=32",
