@@ -57,7 +57,7 @@ def task_kwargs(bias: float | None) -> str:
 
 
 def steps(quick: bool) -> int:
-    return 2 if quick else 60
+    return 2 if quick else 40
 
 
 def eval_every(quick: bool) -> int:
