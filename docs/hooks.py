@@ -2,12 +2,15 @@
 
 ``<!-- config-reference -->`` becomes every config key (``vlmrl.config.reference``),
 ``<!-- cli-reference -->`` the ``--help`` of every command, ``<!-- easyr1-table -->`` the EasyR1
-translation table (``vlmrl.config.easyr1.TABLE``).
+translation table (``vlmrl.config.easyr1.TABLE``), ``<!-- challenges-results -->`` the summary of
+``bench/results/challenges.json`` (``vlmrl.experiments.verdict.summary_table``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 
 def _cli_reference() -> str:
@@ -42,4 +45,11 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         markdown = markdown.replace("<!-- cli-reference -->", _cli_reference())
     if "<!-- easyr1-table -->" in markdown:
         markdown = markdown.replace("<!-- easyr1-table -->", _easyr1_table())
+    if "<!-- challenges-results -->" in markdown:
+        from vlmrl.experiments.verdict import summary_table
+
+        results = Path(config["config_file_path"]).parent / "bench" / "results" / "challenges.json"
+        markdown = markdown.replace(
+            "<!-- challenges-results -->", summary_table(json.loads(results.read_text()))
+        )
     return markdown

@@ -12,7 +12,7 @@ from vlmrl.cli.main import main
 from vlmrl.errors import UserError
 from vlmrl.experiments import ExperimentName, check_name
 from vlmrl.experiments.runner import merge_entry
-from vlmrl.experiments.verdict import mean_std, verdict
+from vlmrl.experiments.verdict import mean_std, summary_table, verdict
 
 
 def test_verdict_hand_computed():
@@ -74,3 +74,25 @@ def test_quick_encoder_blind_writes_the_results(tmp_path):
     md = (tmp_path / "challenge_encoder_blind.md").read_text()
     assert "| seed | baseline | fix |" in md and "Verdict: no verdict: 1 seed" in md
     assert (tmp_path / "challenge_encoder_blind.png").stat().st_size > 0
+
+
+def test_summary_table_signs_the_difference_by_direction():
+    entries = {
+        "up": {
+            "metric": "acc (held out)",
+            "higher_is_better": True,
+            "seeds": [0, 1, 2],
+            "failure": {"baseline": [0.2, 0.4, 0.3], "fix": [0.9, 0.8, 1.0]},
+        },
+        "down": {
+            "metric": "unsafe_rate",
+            "higher_is_better": False,
+            "seeds": [0, 1],
+            "failure": {"baseline": [1.0, 0.5], "fix": [0.5, 0.8]},
+        },
+    }
+    rows = summary_table(entries).splitlines()
+    assert len(rows) == 4
+    # the hand-computed verdicts above: +0.600 (SE 0.100) beats; +0.100 (SE 0.400) is null
+    assert rows[2] == "| `up` | acc ↑ | 0.300 ± 0.100 | 0.900 ± 0.100 | +0.600 (0.100) | **fix beats** | 3 |"
+    assert "| +0.100 (0.400) | **null** | 2 |" in rows[3] and "unsafe_rate ↓" in rows[3]

@@ -98,3 +98,22 @@ def seed_table(seeds: list[int], baseline: list[float], fix: list[float], v: Ver
         f"| {v.fix_mean - v.baseline_mean:+.3f} (SE {_fmt(v.diff_se)}) |"
     )
     return "\n".join(rows)
+
+
+def summary_table(entries: dict[str, dict]) -> str:
+    """One markdown row per ``challenges.json`` entry: metric, each arm's mean ± std, the
+    direction-signed difference with its SE, and the verdict word (beats / null / no verdict)."""
+    rows = [
+        "| challenge | metric | baseline | fix | difference (SE) | verdict | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, e in entries.items():
+        v = verdict(e["failure"]["baseline"], e["failure"]["fix"], e["higher_is_better"])
+        word = "no verdict" if v.fix_beats is None else ("fix beats" if v.fix_beats else "null")
+        arrow = "↑" if e["higher_is_better"] else "↓"
+        rows.append(
+            f"| `{name}` | {e['metric'].split(' (')[0]} {arrow} "
+            f"| {v.baseline_mean:.3f} ± {_fmt(v.baseline_std)} | {v.fix_mean:.3f} ± {_fmt(v.fix_std)} "
+            f"| {v.diff_mean:+.3f} ({_fmt(v.diff_se)}) | **{word}** | {len(e['seeds'])} |"
+        )
+    return "\n".join(rows)
