@@ -66,8 +66,8 @@ def test_no_false_yes_hand_cases():
         ("<answer>no</answer>", "no", 1.0),
         ("<answer>yes</answer>", "yes", 1.0),
         ("<answer>no</answer>", "yes", 1.0),  # a miss is the accuracy reward's business
-        ("<answer>maybe</answer>", "no", 1.0),  # unparsed: not a claim
-        ("yes", "no", 1.0),  # no answer span: nothing parsed as an answer
+        ("<answer>maybe</answer>", "no", 0.0),  # unparsed: no answer is never paid
+        ("yes", "no", 0.0),  # no answer span: nothing parsed as an answer
     ]
     for completion, gold, want in cases:
         got = r(completion, sample(gold))
@@ -92,7 +92,7 @@ def test_no_false_yes_hostile_strings_never_raise(completion):
     for gold in ("no", "yes", "", None, 3):
         total = get_reward("no_false_yes")(completion, sample(gold)).total
         assert total in (0.0, 1.0)
-    assert get_reward("no_false_yes")(completion, None).total == 1.0  # type: ignore[arg-type]
+    assert get_reward("no_false_yes")(completion, None).total in (0.0, 1.0)  # type: ignore[arg-type]
 
 
 def test_prior_cancelling_weight_makes_blind_answers_pay_the_same():

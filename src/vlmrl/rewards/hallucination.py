@@ -2,10 +2,11 @@ r"""``no_false_yes``: a penalty for claiming what is not there, to weigh beside 
 
 On yes/no probes whose "yes" is right most of the time, the plain accuracy reward pays a model
 that answers "yes" without looking: with a share ``π`` of yes-probes, guessing "yes" earns ``π``.
-This reward is 1.0 unless the completion answers "yes" to a probe whose gold answer is "no" (a
-*false yes*: it claims an object or count the image does not have); then it is 0.0. Every other
-case — a right answer, a wrong "no", an unparsed answer, a sample that is no yes/no probe —
-scores 1.0, so the reward only ever takes away for a false yes.
+This reward is 1.0 for a parsed yes/no answer unless it is "yes" to a probe whose gold answer is
+"no" (a *false yes*: it claims an object or count the image does not have); then it is 0.0. A
+completion with no yes/no answer (empty, cut off, anything else) also scores 0.0, like every
+reward here, so the weight never pays for saying nothing; a right answer, a wrong "no" or a sample
+that is no yes/no probe score 1.0.
 
 Mixed as ``{accuracy: 1, no_false_yes: w}``, a right answer earns ``1 + w``, a wrong "no" ``w``,
 a false yes ``0``. A model that believes the object is there with probability ``P`` gains by
@@ -54,12 +55,15 @@ def prior_cancelling_weight(yes_share: float) -> float:
 
 @register_reward(NAME)
 def no_false_yes_reward(completion: str | None, sample: Sample) -> RewardBreakdown:
-    """0.0 for a false yes (gold "no", answer "yes"), else 1.0; never raises.
+    """0.0 for a false yes (gold "no", answer "yes") or no yes/no answer at all, else 1.0; never raises.
 
     >>> from vlmrl.data.sample import Sample
     >>> s = Sample(id="0", images=[], problem="", answer="no")
     >>> [no_false_yes_reward(c, s).total for c in ("<answer>yes</answer>", "<answer>no</answer>")]
     [0.0, 1.0]
+    >>> no_false_yes_reward(None, s).total, no_false_yes_reward("<answer>maybe</answer>", s).total
+    (0.0, 0.0)
     """
-    score = 0.0 if is_false_yes(completion, getattr(sample, "answer", None)) else 1.0
+    answered = parse_yesno(extract_answer(completion)) is not None
+    score = 1.0 if answered and not is_false_yes(completion, getattr(sample, "answer", None)) else 0.0
     return RewardBreakdown(score, {NAME: score})
