@@ -88,6 +88,10 @@ def verdict_markdown(ch: Challenge, seeds: list[int], results: dict[str, list[Ar
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"Curves: `challenge_{ch.name}.png`. Command: `{cmd}`", ""]
+    lines += [
+        f"Setup, what was tried to make the failure happen, reading: `docs/challenges/{ch.name}.md`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
