@@ -87,7 +87,7 @@ class _Engine:
 
 def test_pay_if_looking_uses_blank_images_and_the_accuracy_reward(monkeypatch):
     samples = generate("count", 2, seed=0, **shortcut.base_kwargs())
-    monkeypatch.setattr(counterfactual, "encode_prompts", lambda proc, msgs, images, *videos: images)
+    monkeypatch.setattr(counterfactual, "encode_samples", lambda proc, ss, template: [s.images for s in ss])
     # blind answers: the right count for prompt 0, a wrong one for prompt 1
     wrong = str(int(samples[1].answer) % 6 + 1)
     engine = _Engine([f"<answer>{samples[0].answer}</answer>", f"<answer>{wrong}</answer>"])

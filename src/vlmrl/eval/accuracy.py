@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from vlmrl.data import Sample, build_messages
+from vlmrl.data import Sample
 from vlmrl.rewards.compose import score_all
-from vlmrl.rollout.batch import encode_prompts
+from vlmrl.rollout.batch import encode_samples
 from vlmrl.rollout.hf_engine import HFEngine
 
 
@@ -31,12 +31,7 @@ def evaluate(
     rewards, outputs = [], []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        enc = encode_prompts(
-            policy.processor,
-            [build_messages(s, template) for s in chunk],
-            [s.images for s in chunk],
-            [s.videos for s in chunk],
-        )
+        enc = encode_samples(policy.processor, chunk, template)
         batch = engine.generate(enc, 1, greedy=True)
         scored = score_all(reward_fn, batch.texts, chunk, batch.completion_lengths.tolist())
         for s, text, rb in zip(chunk, batch.texts, scored, strict=True):
@@ -101,12 +96,7 @@ def sampled_accuracy(
     per = max(1, batch_size // n)
     for start in range(0, len(samples), per):
         chunk = samples[start : start + per]
-        enc = encode_prompts(
-            policy.processor,
-            [build_messages(s, template) for s in chunk],
-            [s.images for s in chunk],
-            [s.videos for s in chunk],
-        )
+        enc = encode_samples(policy.processor, chunk, template)
         batch = engine.generate(enc, n)
         prompts = [chunk[int(i)] for i in batch.prompt_index]
         scored = score_all(reward_fn, batch.texts, prompts, batch.completion_lengths.tolist())

@@ -27,10 +27,10 @@ from collections.abc import Sequence
 
 import torch
 
-from vlmrl.data import Sample, build_messages
+from vlmrl.data import Sample
 from vlmrl.eval.blind import with_condition
 from vlmrl.rewards.registry import RewardFn, get_reward
-from vlmrl.rollout.batch import encode_prompts
+from vlmrl.rollout.batch import encode_samples
 
 OFF = "none"
 ACCURACY = "accuracy"
@@ -65,12 +65,7 @@ def blind_right(
     """``[P]``: 1.0 where the greedy answer to ``samples[g]`` under ``condition`` is right."""
     judge = judge or get_reward(ACCURACY)
     blind = with_condition(samples, condition, seed)
-    enc = encode_prompts(
-        processor,
-        [build_messages(s, template) for s in blind],
-        [s.images for s in blind],
-        [s.videos for s in blind],
-    )
+    enc = encode_samples(processor, blind, template)
     out = engine.generate(enc, 1, greedy=True)
     return torch.tensor([float(judge(t, s).total) for t, s in zip(out.texts, blind, strict=True)])
 

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import torch
 
-from vlmrl.data import build_messages
 from vlmrl.eval.blind import with_condition
 from vlmrl.eval.counterfactual import pay_if_looking
 from vlmrl.rewards.registry import get_reward
-from vlmrl.rollout.batch import encode_prompts
+from vlmrl.rollout.batch import encode_samples
 
 ACCURACY = "accuracy"
 
@@ -76,12 +75,7 @@ def reward_temporal_contrast(ro, engine, processor, template: str, reward_cfg, s
     judge = get_reward(ACCURACY)
     n = ro.batch.size // len(ro.samples)  # G
     shuffled = with_condition([ro.samples[g] for g in video], "shuffled_frames", seed)
-    enc = encode_prompts(
-        processor,
-        [build_messages(s, template) for s in shuffled],
-        [s.images for s in shuffled],
-        [s.videos for s in shuffled],
-    )
+    enc = encode_samples(processor, shuffled, template)
     out = engine.generate(enc, n)
     right = torch.tensor(
         [float(judge(t, shuffled[int(i)]).total) for t, i in zip(out.texts, out.prompt_index, strict=True)]

@@ -43,9 +43,8 @@ import torch.multiprocessing as mp
 
 from vlmrl.config import ConfigError
 from vlmrl.config.schema import TrainConfig
-from vlmrl.data import build_messages
 from vlmrl.data.stream import PromptStream
-from vlmrl.rollout.batch import RolloutBatch, encode_prompts
+from vlmrl.rollout.batch import RolloutBatch, encode_samples
 from vlmrl.rollout.vllm_engine import build_engine
 from vlmrl.rollout.weight_sync import TRAINER, WORKER, WeightChannel, free_port
 
@@ -129,12 +128,7 @@ def worker_main(
                 engine.mark_stale()  # a vLLM engine re-reads the weights
             t0 = time.perf_counter()
             samples = stream.next_shard(cfg.train.batch_prompts)
-            enc = encode_prompts(
-                policy.processor,
-                [build_messages(s, cfg.data.template) for s in samples],
-                [s.images for s in samples],
-                [s.videos for s in samples],
-            )
+            enc = encode_samples(policy.processor, samples, cfg.data.template)
             batch = engine.generate(enc, r.n)
             item = Generated(t, version, batch, generator.get_state(), time.perf_counter() - t0)
             out.put(pickle.dumps(item))  # bytes: no shared-memory handles outliving this process

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from vlmrl.algos import token_logprobs
-from vlmrl.data.sample import Video
+from vlmrl.data.prompts import build_messages
+from vlmrl.data.sample import Sample, Video
 from vlmrl.rollout.media import COUNT_KEYS, IMAGES, MEDIA_KEYS, VIDEOS, gather_media, media_rows
 
 
@@ -99,6 +100,17 @@ class RolloutBatch:
     @property
     def size(self) -> int:
         return int(self.prompt_index.numel())
+
+
+def encode_samples(processor, samples: list[Sample], template: str) -> PromptInputs:
+    """:func:`encode_prompts` of samples as they are: each one's messages under ``template``, its
+    images and its videos (the one place that pairs a sample with its media)."""
+    return encode_prompts(
+        processor,
+        [build_messages(s, template) for s in samples],
+        [s.images for s in samples],
+        [s.videos for s in samples],
+    )
 
 
 def training_inputs(

@@ -52,7 +52,7 @@ import torch
 from vlmrl.algos import kl_penalty
 from vlmrl.config import ConfigError, TrainConfig, config_to_dict, save_config
 from vlmrl.config.checks import check_run_dir
-from vlmrl.data import Sample, build_messages
+from vlmrl.data import Sample
 from vlmrl.data.stream import PromptStream, eval_samples
 from vlmrl.eval.accuracy import evaluate
 from vlmrl.eval.blind_monitor import BlindGapMonitor
@@ -67,7 +67,7 @@ from vlmrl.models.vision import apply_vision_policy
 from vlmrl.rewards.plugins import reward_from_config
 from vlmrl.rewards.sr1 import SR1
 from vlmrl.rollout.async_worker import rollout_engine
-from vlmrl.rollout.batch import RolloutBatch, encode_prompts
+from vlmrl.rollout.batch import RolloutBatch, encode_samples
 from vlmrl.rollout.env_round import CostControl, env_rollout_round
 from vlmrl.rollout.noisy import noisy_reward_metrics, noisy_rollouts
 from vlmrl.rollout.rollout_log import write_rollouts
@@ -189,12 +189,7 @@ class GRPOTrainer:
                 self.engine, self.policy.processor, cfg, samples
             )
             return Rollouts(samples, batch, rewards, parts, metrics, trajectories)
-        enc = encode_prompts(
-            self.policy.processor,
-            [build_messages(s, cfg.data.template) for s in samples],
-            [s.images for s in samples],
-            [s.videos for s in samples],
-        )
+        enc = encode_samples(self.policy.processor, samples, cfg.data.template)
         is_noisy = None
         if cfg.rollout.noisy_frac > 0:  # NoisyRollout: part of each group from a noised image
             batch, is_noisy, noise_metrics = noisy_rollouts(

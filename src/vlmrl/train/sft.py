@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from vlmrl.config import TrainConfig
-from vlmrl.data import Sample, build_messages
+from vlmrl.data import Sample
 from vlmrl.data.describe import describe_scene
 from vlmrl.data.stream import PromptStream, eval_samples
 from vlmrl.eval.accuracy import evaluate
@@ -21,7 +21,12 @@ from vlmrl.eval.multiturn import evaluate_multiturn
 from vlmrl.models import load_policy
 from vlmrl.models.lora import has_lora, merged_state_dict
 from vlmrl.models.vision import apply_vision_policy
-from vlmrl.rollout.batch import batch_from_completions, completion_logprobs, encode_prompts, training_inputs
+from vlmrl.rollout.batch import (
+    batch_from_completions,
+    completion_logprobs,
+    encode_samples,
+    training_inputs,
+)
 from vlmrl.rollout.env_round import env_factory
 from vlmrl.rollout.multiturn import trace_batch
 from vlmrl.run.metrics import MetricsLogger
@@ -44,12 +49,7 @@ def gold_completion(sample: Sample, template: str) -> str:
 def sft_loss(policy, samples: list[Sample], template: str) -> torch.Tensor:
     """Mean negative log-likelihood of the gold completions' tokens (incl. the closing <|im_end|>)."""
     tok = policy.tokenizer
-    enc = encode_prompts(
-        policy.processor,
-        [build_messages(s, template) for s in samples],
-        [s.images for s in samples],
-        [s.videos for s in samples],
-    )
+    enc = encode_samples(policy.processor, samples, template)
     completions = [
         tok(gold_completion(s, template) + "<|im_end|>", add_special_tokens=False)["input_ids"]
         for s in samples
