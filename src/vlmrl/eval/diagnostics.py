@@ -91,6 +91,7 @@ def eval_report(
                 "vlmrl eval: --pope runs single-turn yes/no probes;"
                 f" it does not apply to env.name={cfg.env.name!r}"
             )
+
         def run(batch: list[Sample]) -> dict[str, Any]:
             return evaluate_multiturn(policy, batch, cfg, e.batch_size, return_outputs=True)
 

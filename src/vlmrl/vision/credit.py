@@ -36,7 +36,6 @@ from vlmrl.vision.spans import look_span_mask
 PERCEPTION = "perception"
 
 
-
 def check_credit(credit: str, weights: Mapping[str, float]) -> None:
     """Fail at start-up, naming the keys, when ``credit`` cannot work with ``reward.weights``."""
     if credit not in CREDITS:
