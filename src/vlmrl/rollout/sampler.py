@@ -2,7 +2,9 @@
 
 ``model.generate(num_return_sequences=G)`` repeats every prompt G times *before* the prefill, so
 the language model reads each prompt (image tokens included) G times. Here the B prompts are
-prefilled once, the KV cache is repeated to B·G rows, and a plain decode loop samples:
+prefilled once, each prompt's KV cache is kept once and shared by its G completions during
+decoding (:mod:`vlmrl.rollout.prefix_attention`; caches without per-layer tensors are repeated
+to B·G rows instead), and a plain decode loop samples:
 
     z_t      = logits of the last position                               # [N, V]
     logp_t   = log_softmax(z_t / T)[token]   (what the loss assumes: raw logits, no processors)
@@ -22,9 +24,12 @@ sampler and training log-probs equal). Models this does not cover use ``generate
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from vlmrl.rollout.media import COUNT_KEYS, MEDIA_KEYS
+from vlmrl.rollout.prefix_attention import PrefixCache, prefix_decoding
 from vlmrl.rollout.shared_prompt import SHARED_PROMPT_MODELS, _cache_kwarg, _rope_owner
 
 _KNOWN_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids", *MEDIA_KEYS}
@@ -102,7 +107,12 @@ def sample(
     cache_kw = _cache_kwarg(owner)
     out = model(**inputs, position_ids=pos.to(device), use_cache=True, logits_to_keep=1)
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-    cache.batch_repeat_interleave(n)  # [B, ...] -> [B·n, ...]
+    layers = getattr(cache, "layers", None)
+    shared = bool(layers) and all(isinstance(getattr(x, "keys", None), torch.Tensor) for x in layers)
+    if shared:  # the prompt's keys kept once per prompt (see prefix_attention)
+        cache = PrefixCache(cache, mask, n, max_new_tokens)
+    else:
+        cache.batch_repeat_interleave(n)  # [B, ...] -> [B·n, ...]
     logits = out.logits[:, -1].repeat_interleave(n, dim=0)  # [N, V]
     mask = mask.repeat_interleave(n, dim=0)  # [N, P]
     next_pos = (mask.sum(1) + delta.to(device).view(-1).repeat_interleave(n)).long()  # [N]
@@ -113,26 +123,31 @@ def sample(
     running = torch.ones(num, dtype=torch.bool, device=device)
     synced = lockstep(model)
     tokens, logps = [], []
-    for t in range(max_new_tokens):
-        scores = logits.float() / temp  # [N, V]
-        logp_all = scores.log_softmax(-1)  # [N, V]
-        if banned_t is not None:
-            scores = scores.index_fill(1, banned_t, float("-inf"))
-        if greedy:
-            tok = scores.argmax(-1)  # [N]
-        else:
-            if top_p < 1.0:
-                scores = _top_p(scores, top_p)
-            tok = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)  # [N]
-        tok = torch.where(running, tok, torch.full_like(tok, pad_id))
-        tokens.append(tok)
-        logps.append(logp_all.gather(1, tok[:, None]).squeeze(1))
-        running &= ~torch.isin(tok, stops)
-        if t == max_new_tokens - 1 or not _any_running(running, synced):
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # [N, P+t+1]
-        step_pos = (next_pos + t).view(1, num, 1).expand(3, num, 1)  # [3, N, 1]
-        step = {"input_ids": tok[:, None], "attention_mask": mask, "position_ids": step_pos, cache_kw: cache}
-        out = model(**step, use_cache=True)
-        logits = out.logits[:, -1]
+    with prefix_decoding(model) if shared else nullcontext():
+        for t in range(max_new_tokens):
+            scores = logits.float() / temp  # [N, V]
+            logp_all = scores.log_softmax(-1)  # [N, V]
+            if banned_t is not None:
+                scores = scores.index_fill(1, banned_t, float("-inf"))
+            if greedy:
+                tok = scores.argmax(-1)  # [N]
+            else:
+                if top_p < 1.0:
+                    scores = _top_p(scores, top_p)
+                tok = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)  # [N]
+            tok = torch.where(running, tok, torch.full_like(tok, pad_id))
+            tokens.append(tok)
+            logps.append(logp_all.gather(1, tok[:, None]).squeeze(1))
+            running &= ~torch.isin(tok, stops)
+            if t == max_new_tokens - 1 or not _any_running(running, synced):
+                break
+            step_pos = (next_pos + t).view(1, num, 1).expand(3, num, 1)  # [3, N, 1]
+            step = {"input_ids": tok[:, None], "position_ids": step_pos, cache_kw: cache}
+            if shared:  # the attention adds the prompt's padding itself: no mask to build
+                step.update(attention_mask={"full_attention": None}, prefix_cache=cache)
+            else:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # [N, P+t+1]
+                step["attention_mask"] = mask
+            out = model(**step, use_cache=True)
+            logits = out.logits[:, -1]
     return torch.stack(tokens, 1).cpu(), torch.stack(logps, 1).cpu()
