@@ -1,6 +1,6 @@
 """Asynchronous vs synchronous rollouts on the demo task, side by side, with the same cores.
 
-    .venv/bin/python bench/async.py            # 3 seeds, ~10 min on 2 quiet cores
+    .venv/bin/python bench/async.py            # 3 seeds, 150 steps, ~8 min on 2 quiet cores
     .venv/bin/python bench/async.py --quick    # smoke run: 1 seed, 4 steps, 16 eval images
 
 The demo's config (``src/vlmrl/configs/demo.yaml``: GRPO from ``vlmrl-tiny-base`` on
@@ -100,7 +100,7 @@ def run_arm(mode: str, seed: int, args: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=150, help="the demo config's own length")
     ap.add_argument("--warmup", type=int, default=2, help="first steps left out of the step time")
     ap.add_argument("--staleness", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2, help="cores in all: sync gets them, async half each")
