@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from vlmrl.rollout.prefix_attention import ATTENTION_NAME, PrefixCache, prefix_attention, prefix_attention_on
+from vlmrl.rollout.prefix_attention import ATTENTION_NAME, PrefixCache, prefix_attention, prefix_decoding
 
 
 class _Layer(torch.nn.Module):
@@ -54,52 +54,17 @@ def test_prefix_attention_equals_sdpa_over_the_repeated_cache(heads_q, heads_kv)
             torch.testing.assert_close(out, ref.transpose(1, 2), atol=1e-5, rtol=1e-5)
 
 
-def test_prefix_attention_needs_its_cache():
-    x = torch.zeros(2, 4, 3, 8)
+def test_prefix_attention_refuses_a_prompt_pass():
     with pytest.raises(RuntimeError, match=ATTENTION_NAME):
+        x = torch.zeros(2, 4, 3, 8)  # three query positions: a prompt pass, not a decode step
         prefix_attention(_Layer(0), x, x, x, None)
 
 
-def test_prefix_attention_on_restores_the_models_attention_even_on_error(tiny_policy):
+def test_prefix_decoding_restores_the_models_attention_even_on_error(tiny_policy):
     model = tiny_policy.model
     config = model.config.get_text_config(decoder=True)
     before = config._attn_implementation
-    with pytest.raises(ValueError), prefix_attention_on(model):
+    with pytest.raises(ValueError), prefix_decoding(model):
         assert config._attn_implementation == ATTENTION_NAME
         raise ValueError("boom")
     assert config._attn_implementation == before
-
-
-def test_a_whole_completion_pass_is_causal_hides_padding_and_passes_gradients():
-    """Training: L completion tokens at once over the shared prompt == sdpa over prompt+completion rows."""
-    g = torch.Generator().manual_seed(1)
-    b, n, p, ln, d, hq, hk = 2, 3, 5, 4, 8, 4, 2
-    pk = torch.randn(b, hk, p, d, generator=g, requires_grad=True)
-    pv = torch.randn(b, hk, p, d, generator=g, requires_grad=True)
-    cache = DynamicCache()
-    cache.update(pk, pv, 0)
-    mask = torch.ones(b, p, dtype=torch.long)
-    mask[1, :2] = 0
-    comp_mask = torch.ones(b * n, ln, dtype=torch.long)
-    comp_mask[0, 3:] = 0  # padding after a stop
-    pc = PrefixCache(cache, mask, n, None, comp_mask)
-    q = torch.randn(b * n, hq, ln, d, generator=g)
-    k = torch.randn(b * n, hk, ln, d, generator=g, requires_grad=True)
-    v = torch.randn(b * n, hk, ln, d, generator=g, requires_grad=True)
-    kg, vg = pc.update(k, v, 0)
-    out, _ = prefix_attention(_Layer(0), q, kg, vg, None, prefix_cache=pc)
-    full_k = torch.cat([pk.repeat_interleave(n, 0), k], 2).repeat_interleave(hq // hk, 1)
-    full_v = torch.cat([pv.repeat_interleave(n, 0), v], 2).repeat_interleave(hq // hk, 1)
-    causal = torch.ones(ln, ln).tril().bool()
-    keep_p = mask.repeat_interleave(n, 0).bool()[:, None, :].expand(-1, ln, -1)  # [N, L, P]
-    keep_g = causal[None] & comp_mask.bool()[:, None, :]  # [N, L, L]
-    keep = torch.cat([keep_p, keep_g], 2)[:, None]  # [N, 1, L, P + L]
-    ref = F.scaled_dot_product_attention(q, full_k, full_v, attn_mask=keep).transpose(1, 2)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-    w = torch.randn(ref.shape, generator=g)
-    grads = torch.autograd.grad((out * w).sum(), [pk, pv, k, v])
-    grads_ref = torch.autograd.grad((ref * w).sum(), [pk, pv, k, v])
-    for a, r in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
-    with pytest.raises(RuntimeError, match="one pass"):
-        pc.update(k, v, 0)

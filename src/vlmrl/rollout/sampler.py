@@ -29,7 +29,7 @@ from contextlib import nullcontext
 import torch
 
 from vlmrl.rollout.media import COUNT_KEYS, MEDIA_KEYS
-from vlmrl.rollout.prefix_attention import PrefixCache, prefix_attention_on
+from vlmrl.rollout.prefix_attention import PrefixCache, prefix_decoding
 from vlmrl.rollout.shared_prompt import SHARED_PROMPT_MODELS, _cache_kwarg, _rope_owner
 
 _KNOWN_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids", *MEDIA_KEYS}
@@ -123,7 +123,7 @@ def sample(
     running = torch.ones(num, dtype=torch.bool, device=device)
     synced = lockstep(model)
     tokens, logps = [], []
-    with prefix_attention_on(model) if shared else nullcontext():
+    with prefix_decoding(model) if shared else nullcontext():
         for t in range(max_new_tokens):
             scores = logits.float() / temp  # [N, V]
             logp_all = scores.log_softmax(-1)  # [N, V]

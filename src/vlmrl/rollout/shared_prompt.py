@@ -7,12 +7,11 @@ encoded G times and its tokens go through the LM G times. Here instead:
 
 1. **prompt pass** — the U distinct prompts of the micro-batch (with their images) go through the
    model once, with gradients, keeping the KV cache and the last position's logits;
-2. **completion pass** — the completion tokens (all but the last, which predicts nothing we
-   score) attend to the prompt's keys and their own. For whole groups side by side (what
-   update.py makes) each prompt's keys stay one copy, read once by its group's queries
-   (:mod:`vlmrl.rollout.prefix_attention`); otherwise the cache rows are first gathered to the n
-   completions (``index_select``). Both are differentiable: the gradient of every completion
-   flows back into the one shared prompt pass and sums there.
+2. the cache rows are repeated to the n completions (a broadcast for whole groups in order, else
+   ``index_select``: differentiable, so the gradient of every completion flows back into the one
+   shared prompt pass and sums there);
+3. **completion pass** — the completion tokens (all but the last, which predicts nothing we
+   score) attend to the gathered prompt cache.
 
 Same attention, same positions, same parameters: the log-probs and gradients equal the plain
 forward's up to float summation order (tested to 1e-5). Cost: vision tower U/n of the plain one,
@@ -39,7 +38,6 @@ import torch
 from vlmrl.algos import token_logprobs
 from vlmrl.rollout.batch import RolloutBatch, completion_logprobs, training_inputs
 from vlmrl.rollout.media import COUNT_KEYS, MEDIA_KEYS, gather_media
-from vlmrl.rollout.prefix_attention import PrefixCache, prefix_attention_on
 
 #: Model types whose positions we can rebuild with ``get_rope_index`` (tested on qwen2_5_vl).
 SHARED_PROMPT_MODELS = ("qwen2_vl", "qwen2_5_vl")
@@ -57,17 +55,6 @@ def _rope_owner(model) -> torch.nn.Module | None:
 def _cache_kwarg(owner: torch.nn.Module) -> str:
     """``cache`` (transformers ≥ 5.2x) or ``past_key_values`` (older 5.x), whichever forward takes."""
     return "cache" if "cache" in inspect.signature(owner.forward).parameters else "past_key_values"
-
-
-def _whole_groups(cache, index: torch.Tensor) -> bool:
-    """Whether ``index`` is whole groups side by side (``[0,0,1,1,…]``, what update.py makes) and the
-    cache holds per-layer tensors: then :class:`PrefixCache` serves the completion pass."""
-    layers = getattr(cache, "layers", None)
-    if not (layers and all(isinstance(getattr(x, "keys", None), torch.Tensor) for x in layers)):
-        return False
-    u, n = int(index.max()) + 1, index.numel()
-    arange = torch.arange(u, device=index.device)
-    return n % u == 0 and torch.equal(index, arange.repeat_interleave(n // u))
 
 
 def _gather_rows(cache, index: torch.Tensor) -> None:
@@ -154,19 +141,14 @@ def shared_prompt_logprobs(
         logits = head
     else:
         cache = out_p.cache if getattr(out_p, "cache", None) is not None else out_p.past_key_values
-        step = {"input_ids": comp[:, :-1], "position_ids": pos[:, :, p:-1], "use_cache": True}
-        if _whole_groups(cache, inv):  # each prompt's keys read once per group (prefix_attention)
-            shared = PrefixCache(
-                cache, prompt["attention_mask"], n // len(uniq), None, full["attention_mask"][:, p:-1]
-            )
-            step.update(attention_mask={"full_attention": None}, prefix_cache=shared)
-            with prefix_attention_on(model):
-                out_c = model(**step, **{_cache_kwarg(owner): shared})
-        else:
-            _gather_rows(cache, inv)  # [U, ...] -> [n, ...]
-            out_c = model(
-                **step, attention_mask=full["attention_mask"][:, :-1], **{_cache_kwarg(owner): cache}
-            )
+        _gather_rows(cache, inv)  # [U, ...] -> [n, ...]
+        out_c = model(
+            input_ids=comp[:, :-1],
+            attention_mask=full["attention_mask"][:, :-1],
+            position_ids=pos[:, :, p:-1],
+            use_cache=True,
+            **{_cache_kwarg(owner): cache},
+        )
         logits = torch.cat([head, out_c.logits], dim=1)  # [n, C, V]; position t predicts token t
     logits = logits.float() / temperature
     return token_logprobs(logits, comp), logits
