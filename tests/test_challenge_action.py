@@ -97,3 +97,19 @@ def test_experiment_action_quick_writes_the_exact_entry(tmp_path):
     for key in ("ground_before", "ground_after", "steps", "success"):
         assert key in md
     assert (tmp_path / "challenge_action.png").stat().st_size > 0
+
+
+def test_arms_differ_only_in_the_cost_and_the_multiplier_starts_above_the_shortcut_edge():
+    from vlmrl.config import load_config
+    from vlmrl.experiments import action
+
+    for arm, extra in action.ARMS.items():
+        assert all(o.startswith("env.cost_") for o in extra), arm  # everything else is common_overrides
+    cfg = {arm: load_config(None, [*action.common_overrides(0, False), *extra]).env for arm, extra in
+           action.ARMS.items()}  # fmt: skip
+    assert cfg["baseline"].cost_mode == "penalty" and cfg["baseline"].cost_coef == 0  # the plain reward
+    assert cfg["fix"].cost_mode == "lagrangian"
+    edge = action.LATENCY * (4 - 2)  # the safe path's four actions against the shortcut's two
+    assert cfg["fix"].cost_coef == action.LAMBDA_INIT > edge  # λ binds from the first step
+    # with that λ an unsafe success earns less than the safe path: 1 + 0.1 − 2·l − λ < 1 + 0.1 − 4·l
+    assert 1.1 - 2 * action.LATENCY - cfg["fix"].cost_coef < 1.1 - 4 * action.LATENCY
