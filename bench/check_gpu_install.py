@@ -44,6 +44,8 @@ WITH_TRANSFORMERS = ("transformers", "tokenizers", "huggingface-hub")
 #: The core suite: rollout parity, GRPO steps, data and model loading, the vLLM engine's CPU side.
 CORE_TESTS = [
     "tests/test_rollout.py",
+    "tests/test_prefix_attention.py",
+    "tests/test_fast_paths.py::test_shared_prefill_sampler_draws_what_generate_draws",
     "tests/test_train.py::test_one_grpo_step_moves_exactly_the_trainable_parameters",
     "tests/test_train.py::test_micro_batch_invariance",
     "tests/test_data_loading.py",
