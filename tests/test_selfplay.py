@@ -11,7 +11,7 @@ import torch
 
 from vlmrl.data import generate
 from vlmrl.envs import make_env, sft_trace
-from vlmrl.envs.spy import PAIR_KINDS, SpyGame, make_pair, parse_clue, parse_vote
+from vlmrl.envs.spy import PAIR_KINDS, SpyGame, make_pair, parse_clue, parse_clue_vote, parse_vote
 from vlmrl.envs.spy.metrics import game_metrics
 from vlmrl.errors import UserError
 from vlmrl.rollout.batch import completion_logprobs, training_inputs
@@ -41,10 +41,11 @@ def test_doctests():
 
     import vlmrl.envs.spy.game as game_mod
     import vlmrl.envs.spy.pairs as pairs_mod
+    import vlmrl.envs.spy.parse as parse_mod
     import vlmrl.experiments.selfplay_warmup as warmup_mod
     import vlmrl.rollout.seats as seats_mod
 
-    for mod in (game_mod, pairs_mod, seats_mod, warmup_mod):
+    for mod in (game_mod, pairs_mod, parse_mod, seats_mod, warmup_mod):
         assert doctest.testmod(mod).attempted > 0 and doctest.testmod(mod).failed == 0, mod.__name__
 
 
@@ -70,6 +71,23 @@ def test_pairs_differ_in_exactly_the_changed_fact(task):
             assert p.fact_a == s.answer
     with pytest.raises(ValueError, match="allowed tasks"):
         make_pair(generate("pope", 1)[0], random.Random(0))
+
+
+def test_count_pairs_can_always_add_one_target():
+    changes = {
+        make_pair(_sample(seed=i), random.Random(i)).fact_b
+        > make_pair(_sample(seed=i), random.Random(i)).fact_a
+        for i in range(30)
+    }
+    assert changes == {True, False}  # "both": one more or one fewer
+    for i in range(30):
+        p = make_pair(_sample(seed=i), random.Random(i), "more")
+        assert int(p.fact_b) == int(p.fact_a) + 1  # these scenes have room for one more
+    with pytest.raises(ValueError, match="count_change"):
+        SpyGame(count_change="fewer")
+    g = SpyGame(players=3, clue_rounds=1, count_change="more")
+    g.reset(_sample(seed=3))
+    assert int(g.pair.fact_b) == int(g.pair.fact_a) + 1
 
 
 # ---------------------------------------------------------------- hand-made games
@@ -111,6 +129,67 @@ def test_spy_hidden_tie_and_invalid_votes_are_losses():
     m = game_metrics([g])
     assert m["game/spy_found_rate"] == 0.0 and m["game/invalid_vote_rate"] == pytest.approx(1 / 3)
     assert m["game/clue_malformed_rate"] == pytest.approx(1 / 3) and m["game/civilian_vote_acc"] == 0.5
+
+
+def test_vote_by_clue_names_the_one_other_seat_that_gave_the_voted_clue():
+    g = SpyGame(players=3, clue_rounds=1, vote_by="clue")
+    g.reset(_sample(), spy=1)
+    a, b = g.pair.fact_a, g.pair.fact_b
+    nxt = g.submit([f"<answer>{c}</answer>" for c in (a, b, a)])
+    assert "Which answer is different?" in nxt[0].text and "Answer with a number" not in nxt[0].text
+    # civilians repeat the spy's clue (found); the spy repeats a clue two others gave (ambiguous)
+    g.submit([f"<answer> {b} </answer>", f"<answer>{a}</answer>", f"<answer>{b}</answer>"])
+    assert [s.vote for s in g.seats] == [1, None, 1] and g.found is True
+    r = g.rewards()
+    assert [x.parts["outcome"] for x in r] == [1.0, 0.0, 1.0] and [x.parts["vote"] for x in r] == [
+        0.5,
+        0,
+        0.5,
+    ]
+    clues = ["3", "4", None]
+    assert (
+        parse_clue_vote("<answer>4</answer>", clues, 0) == 1
+        and parse_clue_vote("<answer>4</answer>", clues, 1) is None
+    )
+    assert parse_clue_vote("<answer>3</answer>", ["3", "3", "4"], 2) is None  # ambiguous
+    assert all(parse_clue_vote(h, clues, 0) is None for h in HOSTILE if h != "<answer>２</answer>")
+    with pytest.raises(ValueError, match="vote_by"):
+        SpyGame(vote_by="name")
+    # vote_by shared: the vote names the clue the civilians share; it accuses the one other who differs
+    g = SpyGame(players=3, clue_rounds=1, vote_by="shared")
+    g.reset(_sample(), spy=1)
+    nxt = g.submit([f"<answer>{c}</answer>" for c in (a, b, a)])
+    assert "Which answer do the civilians share?" in nxt[2].text
+    g.submit([f"<answer>{a}</answer>", f"<answer>{b}</answer>", f"<answer>{a}</answer>"])
+    assert [s.vote for s in g.seats] == [1, None, 1] and g.found is True  # the spy's own clue: ambiguous
+
+
+def test_warmup_teacher_reads_only_the_seats_clues():
+    from vlmrl.experiments.selfplay_warmup import teacher_vote
+
+    rng = random.Random(0)
+    for vote_by, odd in (("clue", "<answer>4</answer>"), ("seat", "<answer>2</answer>")):
+        g = SpyGame(players=3, clue_rounds=1, vote_by=vote_by)
+        g.reset(_sample(), spy=0)  # the teacher ignores the spy's seat and the pair's facts
+        g.submit(["<answer>3</answer>", "<answer>4</answer>", "<answer>3</answer>"])
+        assert {teacher_vote(g, 0, "odd", rng) for _ in range(10)} == {odd}
+        assert {teacher_vote(g, 2, "odd", rng) for _ in range(10)} == {odd}
+        votes = {teacher_vote(g, 2, "random", rng) for _ in range(40)}
+        assert votes == ({odd, "<answer>3</answer>"} if vote_by == "clue" else {"<answer>1</answer>", odd})
+        assert all(parse_vote(v, 3, 2) is not None for v in votes if vote_by == "seat")
+    g = SpyGame(players=3, clue_rounds=1, vote_by="clue")
+    g.reset(_sample(), spy=0)
+    g.submit(["<answer>4</answer>", "<answer>3</answer>", "<answer>3</answer>"])
+    assert teacher_vote(g, 0, "odd", rng) is None  # both others said 3: no valid vote, out of the loss
+    g = SpyGame(players=3, clue_rounds=1, vote_by="shared")
+    g.reset(_sample(), spy=2)
+    g.submit(["<answer>4</answer>", "<answer>3</answer>", "<answer>3</answer>"])
+    assert teacher_vote(g, 1, "odd", rng) == "<answer>3</answer>"  # its own clue: accuses seat 1
+    assert teacher_vote(g, 0, "odd", rng) is None  # 3 and 4 each accuse none or both others
+    assert {teacher_vote(g, 1, "random", rng) for _ in range(20)} == {
+        "<answer>3</answer>",
+        "<answer>4</answer>",
+    }
 
 
 def test_every_game_on_a_sample_plays_one_pair_with_the_spy_seat_varying():
@@ -167,12 +246,12 @@ def test_bad_game_options_fail_at_config_time():
 # ---------------------------------------------------------------- multi-seat rollouts
 
 
-def _seat_round(policy, mask_spy_clues=False):
+def _seat_round(policy, mask_spy_clues=False, mask_votes=False):
     samples = [_sample(seed=0), _sample(seed=1)]
     engine = HFEngine(policy, max_new_tokens=8, temperature=0.9)
     torch.manual_seed(0)
     spec = MultiTurnSpec(group_size=2, max_turns=3, turn_max_new_tokens=6, max_total_tokens=600)
-    make = make_env("spy", players=3, clue_rounds=2, mask_spy_clues=mask_spy_clues)
+    make = make_env("spy", players=3, clue_rounds=2, mask_spy_clues=mask_spy_clues, mask_votes=mask_votes)
     return seat_rollout(engine, policy.processor, make, samples, spec)
 
 
@@ -207,6 +286,21 @@ def test_mask_spy_clues_leaves_only_the_spys_vote_in_the_loss(tiny_policy):
     for i, t in enumerate(trajs):
         runs = (np.diff(np.concatenate([[0], m[i].numpy(), [0]])) == 1).sum()
         assert runs == (1 if t.env.role == "spy" else 3)
+    _, batch, trajs, _ = _seat_round(tiny_policy, mask_spy_clues=True, mask_votes=True)
+    for i, t in enumerate(trajs):  # only the civilians' two clues are left
+        runs = (np.diff(np.concatenate([[0], batch.completion_mask[i].numpy(), [0]])) == 1).sum()
+        assert runs == (0 if t.env.role == "spy" else 2)
+
+
+def test_greedy_vote_samples_clues_and_votes_greedily(tiny_policy):
+    engine = HFEngine(tiny_policy, max_new_tokens=8, temperature=0.9)
+    calls = []
+    generate = engine.generate
+    engine.generate = lambda inputs, n, greedy=False: calls.append(greedy) or generate(inputs, n, greedy)
+    spec = MultiTurnSpec(group_size=2, max_turns=3, turn_max_new_tokens=6, max_total_tokens=600)
+    make = make_env("spy", players=3, clue_rounds=2, greedy_vote=True, vote_by="shared")
+    seat_rollout(engine, tiny_policy.processor, make, [_sample(seed=0)], spec)
+    assert calls == [False, False, True]  # two sampled clue rounds, one greedy vote
 
 
 def test_grpo_step_on_spy_games_updates_the_policy(tmp_path):

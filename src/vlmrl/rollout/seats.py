@@ -141,7 +141,9 @@ def seat_rollout(
                 engine.max_new_tokens = max(caps)
                 t0 = time.perf_counter()
                 out = engine.generate(
-                    _round_inputs(prompts, [trajs[i] for i in live], engine.pad_id), 1, greedy=spec.greedy
+                    _round_inputs(prompts, [trajs[i] for i in live], engine.pad_id),
+                    1,
+                    greedy=spec.greedy or (voting and games[0].greedy_vote),
                 )
                 dt = time.perf_counter() - t0
                 for row, (i, cap) in enumerate(zip(live, caps, strict=True)):
@@ -167,6 +169,8 @@ def seat_rollout(
         view = t.env
         if view.game.mask_spy_clues and view.role == "spy":
             batch.completion_mask[i, : vote_start[i]] = 0.0  # the spy's clue tokens leave the loss
+        if view.game.mask_votes:
+            batch.completion_mask[i, vote_start[i] :] = 0.0  # every vote leaves the loss
     return role_samples(games, samples), batch, trajs, games
 
 

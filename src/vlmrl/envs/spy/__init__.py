@@ -5,7 +5,7 @@
 The multi-seat rollout that drives a batch of games is :mod:`vlmrl.rollout.seats`.
 """
 
-from vlmrl.envs.spy.game import ROLES, SpyGame, game_kwarg_names, parse_clue, parse_vote
+from vlmrl.envs.spy.game import ROLES, SpyGame, game_kwarg_names, parse_clue, parse_clue_vote, parse_vote
 from vlmrl.envs.spy.pairs import PAIR_KINDS, ImagePair, make_pair
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "game_kwarg_names",
     "make_pair",
     "parse_clue",
+    "parse_clue_vote",
     "parse_vote",
 ]

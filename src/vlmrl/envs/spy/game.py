@@ -11,6 +11,9 @@ civilians, B for the spy) and the clue question. Then, phase by phase, every sea
 * one vote: each seat sees all clues and its own seat number and answers ``<answer>K</answer>``,
   K another player. :func:`parse_vote` is strict (one answer block holding only an integer in
   ``1..N``, not the voter's own seat); anything else is an invalid vote, never an exception.
+  ``vote_by: clue`` / ``shared`` ask for the vote in the clues' own answer form instead (the
+  clue that differs / the clue the civilians share; :func:`~vlmrl.envs.spy.parse.parse_clue_vote`),
+  valid only when it accuses exactly one other player.
 
 The spy is found when it gets more valid votes than every other seat. Rewards (each part logged;
 ``total`` is their sum), with ``found`` the outcome and ``ok`` = the seat's vote was valid::
@@ -33,69 +36,18 @@ from __future__ import annotations
 
 import inspect
 import random
-import re
 from dataclasses import dataclass, field
 
 from vlmrl.data.prompts import render_prompt
 from vlmrl.data.sample import IMAGE_PLACEHOLDER, Sample
-from vlmrl.envs.spy.pairs import PAIR_KINDS, ImagePair, make_pair
+from vlmrl.envs.spy.pairs import COUNT_CHANGES, PAIR_KINDS, ImagePair, make_pair
+from vlmrl.envs.spy.parse import names_fact, parse_clue, parse_clue_vote, parse_vote
 from vlmrl.envs.types import Observation
 from vlmrl.rewards.types import RewardBreakdown
 
-ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-VOTE_RE = re.compile(r"\s*([0-9]{1,3})\s*")  # ASCII digits only: a regex digit class takes any script's
-CLUE_KEEP = re.compile(r"[^a-z0-9 \-]")
 NO_CLUE = "(no clue)"
 ROLES = ("civilian", "spy")
-
-
-def parse_clue(text: object, max_chars: int) -> str | None:
-    """The clue of one turn: the content of its single ``<answer>`` block, sanitised; ``None`` when
-    malformed (no block, several, empty after sanitising, or longer than ``max_chars``).
-
-    >>> parse_clue("<answer> 3 </answer>", 40), parse_clue("<answer></answer>", 40), parse_clue(None, 40)
-    ('3', None, None)
-    >>> parse_clue("<answer>top-LEFT<|im_start|></answer>", 40)
-    'top-leftimstart'
-    """
-    if not isinstance(text, str):
-        return None
-    blocks = ANSWER_RE.findall(text)
-    if len(blocks) != 1:
-        return None
-    clue = " ".join(CLUE_KEEP.sub("", blocks[0].lower()).split())
-    return clue if 0 < len(clue) <= max_chars else None
-
-
-def parse_vote(text: object, players: int, seat: int) -> int | None:
-    """The seat (0-based) a vote names, or ``None`` for an invalid vote.
-
-    Valid: exactly one ``<answer>`` block whose content is only an integer ``1..players`` that is
-    not the voter's own number (``seat`` is 0-based, the text 1-based).
-
-    >>> parse_vote("<answer>2</answer>", 3, 0), parse_vote("<answer>1</answer>", 3, 0)
-    (1, None)
-    >>> parse_vote("<answer>2 or 3</answer>", 3, 0), parse_vote("<answer>9</answer>", 3, 0)
-    (None, None)
-    """
-    if not isinstance(text, str):
-        return None
-    blocks = ANSWER_RE.findall(text)
-    if len(blocks) != 1:
-        return None
-    m = VOTE_RE.fullmatch(blocks[0])
-    if m is None:
-        return None
-    k = int(m.group(1)) - 1
-    return k if 0 <= k < players and k != seat else None
-
-
-def names_fact(clue: str | None, fact: str) -> bool:
-    """Whether ``clue`` names ``fact`` (as the whole clue or one of its words)."""
-    if clue is None or not fact:
-        return False
-    fact = fact.lower()
-    return clue == fact or fact in clue.replace("-", " ").split() or fact in clue.split()
+VOTE_BY = ("seat", "clue", "shared")
 
 
 @dataclass
@@ -134,6 +86,10 @@ class SpyGame:
         template: str = "answer",
         reveal_role: bool = True,
         mask_spy_clues: bool = False,
+        mask_votes: bool = False,
+        greedy_vote: bool = False,
+        count_change: str = "both",
+        vote_by: str = "seat",
         outcome_weight: float = 1.0,
         vote_weight: float = 0.5,
         format_weight: float = 0.1,
@@ -154,6 +110,17 @@ class SpyGame:
         reveal_role: tell each seat its role in its first turn (Vision-Zero); False: roles are
             told only at the vote, so a clue is a plain description of one's own image.
         mask_spy_clues: leave the spy's clue tokens out of the loss (its vote still trains).
+        greedy_vote: every seat votes greedily (clues are still sampled): with ``mask_votes``, the
+            outcome is then a fixed function of the clues, so the clues' reward carries no vote
+            sampling noise.
+        count_change: ``count`` pairs: ``both`` (B has one target more or fewer) or ``more``
+            (always one more, when there is room).
+        mask_votes: leave every seat's vote tokens out of the loss: the vote stays as it is (e.g.
+            as a warm-up taught it) and only the clues learn from the outcome.
+        vote_by: ``seat``: the vote is another player's number; ``clue``: the vote repeats the
+            last-round clue that differs, in the clue's own answer form (:func:`parse_clue_vote`;
+            for a model whose answers are counts, a player number is a count it would be
+            trained to write in a text-only turn).
         outcome_weight, vote_weight, format_weight, clue_penalty, copy_penalty, leak_penalty: the
             weights of the module docstring (penalties given positive).
         selfplay_steps, labelled_steps: Iterative-SPO: ``selfplay_steps`` of self-play, then
@@ -179,6 +146,12 @@ class SpyGame:
             "leak_penalty": leak_penalty,
         }
         bad = {k: v for k, v in weights.items() if not isinstance(v, (int, float)) or v < 0}
+        if count_change not in COUNT_CHANGES:
+            raise ValueError(
+                f"spy game: count_change must be one of {list(COUNT_CHANGES)}, got {count_change!r}"
+            )
+        if vote_by not in VOTE_BY:
+            raise ValueError(f"spy game: vote_by must be one of {list(VOTE_BY)}, got {vote_by!r}")
         if bad or selfplay_steps < 0 or labelled_steps < 0:
             raise ValueError(
                 "spy game: weights and stage lengths must be >= 0, got "
@@ -190,6 +163,8 @@ class SpyGame:
             bool(reveal_role),
             bool(mask_spy_clues),
         )
+        self.vote_by, self.mask_votes, self.count_change = vote_by, bool(mask_votes), count_change
+        self.greedy_vote = bool(greedy_vote)
         self.w = {k: float(v) for k, v in weights.items()}
         self.selfplay_steps, self.labelled_steps = int(selfplay_steps), int(labelled_steps)
         self.max_turns = clue_rounds + 1
@@ -197,9 +172,9 @@ class SpyGame:
 
     # ---- set-up -------------------------------------------------------------------------------
     @staticmethod
-    def pair_for(sample: Sample) -> ImagePair:
+    def pair_for(sample: Sample, count_change: str = "both") -> ImagePair:
         """The image pair of ``sample`` (seeded by its id: every game on it plays the same pair)."""
-        return make_pair(sample, random.Random(f"vlmrl:spy:pair:{sample.id}"))
+        return make_pair(sample, random.Random(f"vlmrl:spy:pair:{sample.id}"), count_change)
 
     def reset(self, sample: Sample, game: int = 0, spy: int | None = None) -> list[Observation]:
         """Start a game on ``sample``; each seat's first user turn (seat order). ``spy`` fixes the
@@ -209,7 +184,7 @@ class SpyGame:
                 f"spy game: task {sample.task!r} has no image pairs; allowed: {list(PAIR_KINDS)}"
             )
         self.sample = sample
-        self.pair = self.pair_for(sample)
+        self.pair = self.pair_for(sample, self.count_change)
         rng = random.Random(f"vlmrl:spy:seat:{sample.id}:{game}")
         self.spy = rng.randrange(self.players) if spy is None else int(spy)
         if not 0 <= self.spy < self.players:
@@ -275,7 +250,13 @@ class SpyGame:
             return [self._vote_turn(k) for k in range(self.players)]
         for k, (s, t) in enumerate(zip(self.seats, texts, strict=True)):
             s.vote_raw = t if isinstance(t, str) else ""
-            s.vote = parse_vote(t, self.players, k)
+            s.vote = (
+                parse_vote(t, self.players, k)
+                if self.vote_by == "seat"
+                else parse_clue_vote(
+                    t, [o.clues[-1] for o in self.seats], k, self.max_clue_chars, self.vote_by == "shared"
+                )
+            )
         votes = [sum(s.vote == k for s in self.seats) for k in range(self.players)]
         self.found = votes[self.spy] > 0 and all(
             votes[self.spy] > v for k, v in enumerate(votes) if k != self.spy
@@ -285,7 +266,12 @@ class SpyGame:
     def _vote_turn(self, seat: int) -> Observation:
         """The vote's user turn: every clue, the seat's number and role, and the question in the
         clue template's words (the tiny base answers "Answer with a number." questions)."""
-        ask = Sample("spy-vote", [], "Which player is the spy? Answer with a number.", "", "spy")
+        question = {
+            "seat": "Which player is the spy? Answer with a number.",
+            "clue": "Which answer is different? Answer with the spy's answer.",
+            "shared": "Which answer do the civilians share? Answer with it.",
+        }[self.vote_by]
+        ask = Sample("spy-vote", [], question, "", "spy")
         return Observation(
             f"{self._clue_lines()} You are player {seat + 1}, "
             f"{'the spy' if seat == self.spy else 'a civilian'}. "

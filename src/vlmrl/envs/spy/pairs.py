@@ -77,19 +77,23 @@ def _free_spot(
     return next((s for s in spots if not any(_overlaps(s, b, 3) for b in boxes)), None)
 
 
-def _count_pair(s: Sample, rng: random.Random) -> tuple[Image.Image, str, str]:
+COUNT_CHANGES = ("both", "more")
+"""``count`` pairs: B has one target more or fewer (``both``), or always one more (``more``)."""
+
+
+def _count_pair(s: Sample, rng: random.Random, change: str = "both") -> tuple[Image.Image, str, str]:
     asked = s.facts["asked"]
     objects = s.facts["objects"]
     targets = [o for o in objects if o["color"] == asked["color"] and o["shape"] == asked["shape"]]
     n = len(targets)
     image = s.images[0].copy()
-    remove = n >= 2 and rng.random() < 0.5
+    remove = n >= 2 and rng.random() < 0.5 and change == "both"
     if not remove:
         src = rng.choice(targets)["box"] if targets else None
         side = src[2] - src[0] if src else image.width // 7
         spot = _free_spot(rng, [o["box"] for o in objects], side + 1, image.size)
         if spot is None:  # no room for one more: take one away instead (n >= 1 then)
-            remove = n >= 1
+            remove = n >= 1  # (also with change="more": the scene is full, the only change left)
         elif src is not None:
             patch = s.images[0].crop((src[0], src[1], src[2] + 1, src[3] + 1))
             image.paste(patch, (spot[0], spot[1]))
@@ -107,7 +111,7 @@ def _count_pair(s: Sample, rng: random.Random) -> tuple[Image.Image, str, str]:
     return image, str(n), str(n + 1)
 
 
-def _position_pair(s: Sample, rng: random.Random) -> tuple[Image.Image, str, str]:
+def _position_pair(s: Sample, rng: random.Random, change: str = "both") -> tuple[Image.Image, str, str]:
     box = s.facts["objects"][0]["box"]
     w = s.images[0].width
     image = s.images[0].copy()
@@ -119,7 +123,7 @@ def _position_pair(s: Sample, rng: random.Random) -> tuple[Image.Image, str, str
     return image, position_of(box, image.size), position_of(mirrored, image.size)
 
 
-def _color_pair(s: Sample, rng: random.Random) -> tuple[Image.Image, str, str]:
+def _color_pair(s: Sample, rng: random.Random, change: str = "both") -> tuple[Image.Image, str, str]:
     o = s.facts["objects"][0]
     other = rng.choice([c for c in COLORS if c != o["color"]])
     image = s.images[0].copy()
@@ -130,8 +134,9 @@ def _color_pair(s: Sample, rng: random.Random) -> tuple[Image.Image, str, str]:
 _MAKERS = {"count": _count_pair, "position": _position_pair, "color": _color_pair}
 
 
-def make_pair(sample: Sample, rng: random.Random) -> ImagePair:
+def make_pair(sample: Sample, rng: random.Random, count_change: str = "both") -> ImagePair:
     """Image A = ``sample``'s image; image B = A with one fact changed (see the module docstring).
+    ``count_change`` (:data:`COUNT_CHANGES`) says which way a ``count`` pair may change.
 
     ``sample.task`` must be one of :data:`PAIR_KINDS` with one image; ``ValueError`` otherwise.
     """
@@ -140,6 +145,8 @@ def make_pair(sample: Sample, rng: random.Random) -> ImagePair:
             f"spy game: cannot make an image pair from task {sample.task!r} with {len(sample.images)} "
             f"image(s); allowed tasks (one image each): {list(PAIR_KINDS)}"
         )
-    image_b, fact_a, fact_b = _MAKERS[sample.task](sample, rng)
+    if count_change not in COUNT_CHANGES:
+        raise ValueError(f"spy game: count_change must be one of {list(COUNT_CHANGES)}, got {count_change!r}")
+    image_b, fact_a, fact_b = _MAKERS[sample.task](sample, rng, count_change)
     question = sample.problem.replace("<image>", "").strip()
     return ImagePair(sample.images[0], image_b, question, sample.task, fact_a, fact_b)
