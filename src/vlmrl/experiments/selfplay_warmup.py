@@ -8,12 +8,13 @@ too: self-distillation, which anchors the answer format). Two teachers, neither 
 the pair's facts, only the clues the seats themselves wrote:
 
 * ``random``: a uniformly random valid vote (format only: no hint of who the spy is);
-* ``odd``: the game's rule applied to the seats' clues: a vote for another player whose clue is
-  unlike every other clue (the odd one out), else a random valid vote. It teaches the vote to
-  read the clues; whether the clues are right is left to self-play, which is what it measures.
+* ``odd``: the game's rule applied to the seats' clues: with player-number or ``clue`` votes, a
+  vote for another player whose clue is unlike every other clue (the odd one out); with
+  ``shared`` votes, the seat's own clue (the civilians share what I saw). Else a random valid
+  vote. It teaches the vote to read the clues; whether the clues are right is left to self-play.
 
-A seat with no valid vote at all (``vote_by: clue`` and the other clues all alike) keeps its vote
-out of the loss.
+A seat with no valid vote at all (e.g. ``vote_by: clue`` and the other clues all alike) keeps its
+vote out of the loss.
 """
 
 from __future__ import annotations
