@@ -3,8 +3,8 @@
 ``model.generate(num_return_sequences=G)`` repeats every prompt G times *before* the prefill, so
 the language model reads each prompt (image tokens included) G times. Here the B prompts are
 prefilled once, each prompt's KV cache is kept once and shared by its G completions during
-decoding (:mod:`vlmrl.rollout.prefix_attention`; caches without per-layer tensors are repeated
-to B·G rows instead), and a plain decode loop samples:
+decoding (:mod:`vlmrl.rollout.prefix_attention`; caches without per-layer tensors, and models with
+sliding-window layers, are repeated to B·G rows instead), and a plain decode loop samples:
 
     z_t      = logits of the last position                               # [N, V]
     logp_t   = log_softmax(z_t / T)[token]   (what the loss assumes: raw logits, no processors)
@@ -109,6 +109,7 @@ def sample(
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
     layers = getattr(cache, "layers", None)
     shared = bool(layers) and all(isinstance(getattr(x, "keys", None), torch.Tensor) for x in layers)
+    shared = shared and not getattr(model.config.get_text_config(decoder=True), "use_sliding_window", False)
     if shared:  # the prompt's keys kept once per prompt (see prefix_attention)
         cache = PrefixCache(cache, mask, n, max_new_tokens)
     else:
