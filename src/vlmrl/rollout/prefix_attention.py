@@ -28,6 +28,7 @@ It plugs into transformers as an attention function (:data:`ATTENTION_NAME`, reg
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -110,7 +111,9 @@ def prefix_attention(
     return out.reshape(rows, 1, hq, -1), None
 
 
+@functools.cache
 def _register() -> None:
+    """Register the attention function (and its no-op mask) with transformers, once per process."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 

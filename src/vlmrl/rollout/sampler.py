@@ -30,7 +30,7 @@ import torch
 
 from vlmrl.rollout.media import COUNT_KEYS, MEDIA_KEYS
 from vlmrl.rollout.prefix_attention import PrefixCache, prefix_decoding
-from vlmrl.rollout.shared_prompt import SHARED_PROMPT_MODELS, _cache_kwarg, _rope_owner
+from vlmrl.rollout.shared_prompt import SHARED_PROMPT_MODELS, _cache_kwarg, _rope_owner, tensor_layers
 
 _KNOWN_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids", *MEDIA_KEYS}
 
@@ -107,9 +107,8 @@ def sample(
     cache_kw = _cache_kwarg(owner)
     out = model(**inputs, position_ids=pos.to(device), use_cache=True, logits_to_keep=1)
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-    layers = getattr(cache, "layers", None)
-    shared = bool(layers) and all(isinstance(getattr(x, "keys", None), torch.Tensor) for x in layers)
-    shared = shared and not getattr(model.config.get_text_config(decoder=True), "use_sliding_window", False)
+    text_config = model.config.get_text_config(decoder=True)
+    shared = tensor_layers(cache) and not getattr(text_config, "use_sliding_window", False)
     if shared:  # the prompt's keys kept once per prompt (see prefix_attention)
         cache = PrefixCache(cache, mask, n, max_new_tokens)
     else:

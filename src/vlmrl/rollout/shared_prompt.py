@@ -57,6 +57,14 @@ def _cache_kwarg(owner: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(owner.forward).parameters else "past_key_values"
 
 
+def tensor_layers(cache) -> bool:
+    """Whether ``cache`` holds per-layer ``keys``/``values`` tensors (transformers' dynamic cache),
+    which the row gathering here and the sampler's :class:`~vlmrl.rollout.prefix_attention.PrefixCache`
+    read directly."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(isinstance(getattr(x, "keys", None), torch.Tensor) for x in layers)
+
+
 def _gather_rows(cache, index: torch.Tensor) -> None:
     """Cache rows ``[U, H, P, D] -> [n, H, P, D]`` by ``index``, differentiably.
 
@@ -66,10 +74,10 @@ def _gather_rows(cache, index: torch.Tensor) -> None:
     ``repeat_interleave`` is slower still. Caches without per-layer ``keys``/``values`` use
     ``batch_select_indices``.
     """
-    layers = getattr(cache, "layers", None)
-    if not (layers and all(isinstance(getattr(x, "keys", None), torch.Tensor) for x in layers)):
+    if not tensor_layers(cache):
         cache.batch_select_indices(index)
         return
+    layers = cache.layers
     u, n = int(index.max()) + 1, index.numel()
     index = index.to(layers[0].keys.device)
     if n % u == 0 and torch.equal(index, torch.arange(u, device=index.device).repeat_interleave(n // u)):

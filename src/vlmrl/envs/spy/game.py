@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from vlmrl.data.prompts import render_prompt
 from vlmrl.data.sample import IMAGE_PLACEHOLDER, Sample
-from vlmrl.envs.spy.pairs import COUNT_CHANGES, PAIR_KINDS, ImagePair, make_pair
+from vlmrl.envs.spy.pairs import PAIR_KINDS, ImagePair, check_count_change, make_pair
 from vlmrl.envs.spy.parse import names_fact, parse_clue, parse_clue_vote, parse_vote
 from vlmrl.envs.types import Observation
 from vlmrl.rewards.types import RewardBreakdown
@@ -146,10 +146,7 @@ class SpyGame:
             "leak_penalty": leak_penalty,
         }
         bad = {k: v for k, v in weights.items() if not isinstance(v, (int, float)) or v < 0}
-        if count_change not in COUNT_CHANGES:
-            raise ValueError(
-                f"spy game: count_change must be one of {list(COUNT_CHANGES)}, got {count_change!r}"
-            )
+        check_count_change(count_change)
         if vote_by not in VOTE_BY:
             raise ValueError(f"spy game: vote_by must be one of {list(VOTE_BY)}, got {vote_by!r}")
         if bad or selfplay_steps < 0 or labelled_steps < 0:

@@ -81,6 +81,12 @@ COUNT_CHANGES = ("both", "more")
 """``count`` pairs: B has one target more or fewer (``both``), or always one more (``more``)."""
 
 
+def check_count_change(count_change: str) -> None:
+    """``ValueError`` naming the allowed values unless ``count_change`` is one of :data:`COUNT_CHANGES`."""
+    if count_change not in COUNT_CHANGES:
+        raise ValueError(f"spy game: count_change must be one of {list(COUNT_CHANGES)}, got {count_change!r}")
+
+
 def _count_pair(s: Sample, rng: random.Random, change: str = "both") -> tuple[Image.Image, str, str]:
     asked = s.facts["asked"]
     objects = s.facts["objects"]
@@ -145,8 +151,7 @@ def make_pair(sample: Sample, rng: random.Random, count_change: str = "both") ->
             f"spy game: cannot make an image pair from task {sample.task!r} with {len(sample.images)} "
             f"image(s); allowed tasks (one image each): {list(PAIR_KINDS)}"
         )
-    if count_change not in COUNT_CHANGES:
-        raise ValueError(f"spy game: count_change must be one of {list(COUNT_CHANGES)}, got {count_change!r}")
+    check_count_change(count_change)
     image_b, fact_a, fact_b = _MAKERS[sample.task](sample, rng, count_change)
     question = sample.problem.replace("<image>", "").strip()
     return ImagePair(sample.images[0], image_b, question, sample.task, fact_a, fact_b)
