@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from vlmrl.data.tasks import generate, get_task
-from vlmrl.envs.spy import SpyGame
+from vlmrl.envs.spy import SpyGame, parse_clue_vote
 from vlmrl.rollout.batch import completion_logprobs, training_inputs
 from vlmrl.rollout.hf_engine import HFEngine
 from vlmrl.rollout.multiturn import MultiTurnSpec, trace_batch
@@ -69,16 +69,21 @@ def teacher_vote(game: SpyGame, seat: int, teacher: str, rng: random.Random) -> 
     """
     clues = [s.clues[-1] if s.clues else None for s in game.seats]
     others = [k for k in range(game.players) if k != seat]
-    if game.vote_by == "shared":  # name a clue that exactly one other player did not give
+    shared = game.vote_by == "shared"
+
+    def accuses(value: str) -> int | None:  # the game's own rule for a vote in the clues' form
+        return parse_clue_vote(f"<answer>{value}</answer>", clues, seat, game.max_clue_chars, shared)
+
+    if shared:  # name a clue that exactly one other player did not give
         values = sorted({c for c in clues if c is not None})
-        valid_values = [v for v in values if sum(clues[j] != v for j in others) == 1]
+        valid_values = [v for v in values if accuses(v) is not None]
         if not valid_values:
             return None
         own = clues[seat]  # the rule: the civilians share what I saw
         value = own if teacher == "odd" and own in valid_values else rng.choice(valid_values)
         return f"<answer>{value}</answer>"
     if game.vote_by == "clue":
-        valid = [k for k in others if clues[k] is not None and sum(clues[j] == clues[k] for j in others) == 1]
+        valid = [k for k in others if clues[k] is not None and accuses(clues[k]) == k]
     else:
         valid = others
     if not valid:
