@@ -298,9 +298,15 @@ def test_greedy_vote_samples_clues_and_votes_greedily(tiny_policy):
     generate = engine.generate
     engine.generate = lambda inputs, n, greedy=False: calls.append(greedy) or generate(inputs, n, greedy)
     spec = MultiTurnSpec(group_size=2, max_turns=3, turn_max_new_tokens=6, max_total_tokens=600)
-    make = make_env("spy", players=3, clue_rounds=2, greedy_vote=True, vote_by="shared")
+    make = make_env("spy", players=3, clue_rounds=2, greedy_vote=True, mask_votes=True, vote_by="shared")
     seat_rollout(engine, tiny_policy.processor, make, [_sample(seed=0)], spec)
     assert calls == [False, False, True]  # two sampled clue rounds, one greedy vote
+
+
+def test_greedy_vote_without_mask_votes_is_refused():
+    """Greedy vote tokens are not policy samples: training on them would bias the gradient."""
+    with pytest.raises(ValueError, match="greedy_vote needs mask_votes"):
+        make_env("spy", players=3, greedy_vote=True)
 
 
 def test_grpo_step_on_spy_games_updates_the_policy(tmp_path):

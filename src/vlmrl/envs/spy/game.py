@@ -110,9 +110,10 @@ class SpyGame:
         reveal_role: tell each seat its role in its first turn (Vision-Zero); False: roles are
             told only at the vote, so a clue is a plain description of one's own image.
         mask_spy_clues: leave the spy's clue tokens out of the loss (its vote still trains).
-        greedy_vote: every seat votes greedily (clues are still sampled): with ``mask_votes``, the
-            outcome is then a fixed function of the clues, so the clues' reward carries no vote
-            sampling noise.
+        greedy_vote: every seat votes greedily (clues are still sampled): the outcome is then a
+            fixed function of the clues, so the clues' reward carries no vote sampling noise.
+            Needs ``mask_votes``: a greedy token is not a sample of the policy, so its log-prob
+            has no place in a policy-gradient loss.
         count_change: ``count`` pairs: ``both`` (B has one target more or fewer) or ``more``
             (always one more, when there is room).
         mask_votes: leave every seat's vote tokens out of the loss: the vote stays as it is (e.g.
@@ -147,6 +148,11 @@ class SpyGame:
         }
         bad = {k: v for k, v in weights.items() if not isinstance(v, (int, float)) or v < 0}
         check_count_change(count_change)
+        if greedy_vote and not mask_votes:
+            raise ValueError(
+                "spy game: greedy_vote needs mask_votes: true (greedy vote tokens are not samples of "
+                "the policy, so they cannot be trained on)"
+            )
         if vote_by not in VOTE_BY:
             raise ValueError(f"spy game: vote_by must be one of {list(VOTE_BY)}, got {vote_by!r}")
         if bad or selfplay_steps < 0 or labelled_steps < 0:
