@@ -29,9 +29,11 @@ from vs_trl import SIZES
 PHASES = [
     ("encode prompts (processor)", "encode_prompts", "rollout/batch.py"),
     ("sampling (engine.generate)", "generate", "rollout/hf_engine.py"),
+    ("  prompt prefill (once per prompt, no grad)", "_prefill", "rollout/sampler.py"),
     ("rewards", "_score", "train/grpo.py"),
     ("policy update (total)", "policy_update", "train/update.py"),
     ("  training forward", "rollout_logprobs", "rollout/shared_prompt.py"),
+    ("    prompt pass (once per prompt)", "_prompt_pass", "rollout/shared_prompt.py"),
     ("  backward", "backward", "torch/_tensor.py"),
     ("  optimizer step", "adam", "torch/optim/adam.py"),
     ("  grad clip", "clip_grad_norm_", "torch/nn/utils/clip_grad.py"),

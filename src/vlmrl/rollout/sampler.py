@@ -74,6 +74,21 @@ def _top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
 
 
+def _prefill(model, owner, inputs: dict[str, torch.Tensor]):
+    """The B prompts through the model once (images included): ``(output with the KV cache and the
+    last position's logits, rope deltas [B, 1])``. A function of its own so profiles can name it."""
+    pos, delta = owner.get_rope_index(
+        inputs["input_ids"],
+        mm_token_type_ids=inputs["mm_token_type_ids"],
+        image_grid_thw=inputs.get("image_grid_thw"),
+        video_grid_thw=inputs.get("video_grid_thw"),
+        second_per_grid_ts=inputs.get("second_per_grid_ts"),
+        attention_mask=inputs["attention_mask"],
+    )  # [3, B, P], [B, 1]
+    out = model(**inputs, position_ids=pos.to(model.device), use_cache=True, logits_to_keep=1)
+    return out, delta
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -96,16 +111,8 @@ def sample(
     inputs = {k: v.to(device) for k, v in prompt_inputs.items() if k in _KNOWN_KEYS}
     owner = _rope_owner(model)
     mask = inputs["attention_mask"]  # [B, P]
-    pos, delta = owner.get_rope_index(
-        inputs["input_ids"],
-        mm_token_type_ids=inputs["mm_token_type_ids"],
-        image_grid_thw=inputs.get("image_grid_thw"),
-        video_grid_thw=inputs.get("video_grid_thw"),
-        second_per_grid_ts=inputs.get("second_per_grid_ts"),
-        attention_mask=mask,
-    )  # [3, B, P], [B, 1]
+    out, delta = _prefill(model, owner, inputs)
     cache_kw = _cache_kwarg(owner)
-    out = model(**inputs, position_ids=pos.to(device), use_cache=True, logits_to_keep=1)
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
     text_config = model.config.get_text_config(decoder=True)
     shared = tensor_layers(cache) and not getattr(text_config, "use_sliding_window", False)

@@ -112,6 +112,12 @@ def shared_prompt_supported(model, batch: RolloutBatch) -> bool:
     return keys <= _KNOWN_KEYS and "mm_token_type_ids" in keys and _rope_owner(model) is not None
 
 
+def _prompt_pass(model, prompt: dict[str, torch.Tensor], position_ids: torch.Tensor):
+    """The distinct prompts (with their images) through the model once, with gradients: the KV
+    cache and the last position's logits. A function of its own so profiles can name it."""
+    return model(**prompt, position_ids=position_ids, use_cache=True, logits_to_keep=1)
+
+
 def shared_prompt_logprobs(
     model, batch: RolloutBatch, rows: torch.Tensor | list[int], temperature: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +149,7 @@ def shared_prompt_logprobs(
     inv, first = inv.to(dev), first.to(dev)
     prompt = {k: full[k][first, :p] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
     prompt.update({k: v.to(dev) for k, v in gather_media(batch.prompt_inputs, uniq.tolist()).items()})
-    out_p = model(**prompt, position_ids=pos[:, first, :p], use_cache=True, logits_to_keep=1)
+    out_p = _prompt_pass(model, prompt, pos[:, first, :p])
     head = out_p.logits[:, -1:, :].index_select(0, inv)  # [n, 1, V] predicts completion token 0
     if c == 1:
         logits = head
