@@ -35,6 +35,31 @@ def test_lagrange_update_by_hand():
     assert lagrange_update(0.3, 0.1, 0.1, 7.0) == pytest.approx(0.3)
     with pytest.raises(ValueError, match="lr"):
         lagrange_update(0.0, 1.0, 0.1, -1.0)
+    # an upper bound: 0.8 + 2·(0.6 − 0.1) = 1.8 → 1.0; below the bound it changes nothing
+    assert lagrange_update(0.8, 0.6, 0.1, 2.0, lam_max=1.0) == 1.0
+    assert lagrange_update(0.2, 0.3, 0.1, 2.0, lam_max=1.0) == pytest.approx(0.6)
+
+
+def test_bounded_lambda_keeps_a_failure_below_an_unsafe_success():
+    """Why ``cost_lambda_max``: rewards of a safe success 0.7, an unsafe success 0.9 (cost 1) and a
+    failure −0.6. Unbounded, λ climbs past 1.5 under a persistent violation and the failure
+    out-scores the unsafe success; bounded at 1.0 the order stays safe > unsafe > failure."""
+    r, c = torch.tensor([0.7, 0.9, -0.6]), torch.tensor([0.0, 1.0, 0.0])
+    free = CostControl("lagrangian", coef=1.0, target=0.05, lr=1.0)
+    bound = CostControl("lagrangian", coef=1.0, target=0.05, lr=1.0, lam_max=1.0)
+    for _ in range(3):  # three rounds with half the episodes unsafe
+        for ctl in (free, bound):
+            ctl.apply(_round([1.0, 0.0], [0.9, 0.7]))
+    assert free.lam == pytest.approx(1.0 + 3 * 0.45) and bound.lam == 1.0
+    unbounded = shaped_rewards(r, c, free.lam)
+    assert unbounded[2] > unbounded[1]  # the failure now beats the unsafe success
+    s = shaped_rewards(r, c, bound.lam)
+    assert s[0] > s[1] > s[2]
+    # a starting λ above the bound starts at the bound; the bound is read from the config
+    assert (
+        CostControl.from_config(EnvConfig(cost_mode="lagrangian", cost_coef=3.0, cost_lambda_max=1.5)).lam
+        == 1.5
+    )
 
 
 def test_shaped_rewards_by_hand():
@@ -98,6 +123,7 @@ def test_per_action_metrics_by_hand():
 @pytest.mark.parametrize(
     ("override", "key"),
     [("env.cost_mode=constrained", "env.cost_mode"), ("env.cost_lr=-1", "env.cost_lr"),
+     ("env.cost_lambda_max=-0.5", "env.cost_lambda_max"),
      ("env.kwargs={latency_penalty: -1}", "env.kwargs")],
 )  # fmt: skip
 def test_cost_config_errors_name_the_key(override, key):

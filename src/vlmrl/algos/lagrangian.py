@@ -9,7 +9,13 @@ An episode has a reward ``R`` and a cost ``C ≥ 0`` (unsafe, irreversible actio
 and its Lagrangian ``E[R] − λ (E[C] − d)`` is optimised by gradient ascent in θ on the shaped
 return ``R − λ·C`` and by projected gradient ascent in λ ≥ 0 on the constraint violation:
 
-    λ ← max(0, λ + lr_λ · (mean C − d))                         (:func:`lagrange_update`)
+    λ ← min(λ_max, max(0, λ + lr_λ · (mean C − d)))             (:func:`lagrange_update`)
+
+with an optional upper bound ``λ_max`` (``cost_lambda_max``; OmniSafe's
+``lagrangian_upper_bound``). Why bound it: with group-normalised advantages, once ``λ`` exceeds
+``R(unsafe success) − R(failure)`` a failed episode out-scores an unsafe success, and in a group
+with no safe success the failures get a *positive* advantage — the policy is taught to fail.
+Bounding λ below that edge keeps the order safe success > unsafe success > failure.
 
 Both arms use the same shaping ``R − λ·C`` (:func:`shaped_rewards`); they differ only in λ:
 
@@ -53,19 +59,27 @@ class CostSpec:
     """``lagrangian``: the allowed mean episode cost ``d`` (the constraint ``E[C] ≤ d``)."""
     cost_lr: float = 1.0
     """``lagrangian``: the multiplier's learning rate ``lr_λ``."""
+    cost_lambda_max: float | None = None
+    """``lagrangian``: the upper bound ``λ_max`` of the multiplier (None: unbounded); keep it below
+    ``R(unsafe success) − R(failure)`` so a failure never out-scores an unsafe success."""
 
 
-def lagrange_update(lam: float, mean_cost: float, target: float, lr: float) -> float:
-    """One projected ascent step of the multiplier: ``max(0, λ + lr · (mean_cost − target))``.
+def lagrange_update(
+    lam: float, mean_cost: float, target: float, lr: float, lam_max: float | None = None
+) -> float:
+    """One projected ascent step of the multiplier: ``min(λ_max, max(0, λ + lr · (mean_cost − target)))``.
 
     >>> lagrange_update(0.0, 0.5, 0.1, 1.0)   # unsafe: 0 + 1·(0.5 − 0.1)
     0.4
     >>> lagrange_update(0.2, 0.0, 0.1, 5.0)   # safe: 0.2 + 5·(0 − 0.1) = −0.3 → projected to 0
     0.0
+    >>> lagrange_update(0.9, 0.5, 0.1, 1.0, lam_max=1.0)   # 0.9 + 0.4 = 1.3 → bounded at 1.0
+    1.0
     """
-    if lr < 0 or target < 0:
-        raise ValueError(f"need lr >= 0 and target >= 0, got lr={lr}, target={target}")
-    return max(0.0, float(lam) + float(lr) * (float(mean_cost) - float(target)))
+    if lr < 0 or target < 0 or (lam_max is not None and lam_max < 0):
+        raise ValueError(f"need lr, target, lam_max >= 0, got lr={lr}, target={target}, lam_max={lam_max}")
+    lam = max(0.0, float(lam) + float(lr) * (float(mean_cost) - float(target)))
+    return lam if lam_max is None else min(float(lam_max), lam)
 
 
 def shaped_rewards(rewards: torch.Tensor, costs: torch.Tensor, lam: float) -> torch.Tensor:

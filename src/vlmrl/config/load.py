@@ -353,7 +353,8 @@ def _validate_env(cfg: TrainConfig) -> None:
         raise ConfigError(f"env.name: unknown environment {e.name!r}; allowed: {sorted(ENVS)}")
     keys = ("max_turns", "max_tool_calls", "turn_max_new_tokens", "max_total_tokens")
     require_at_least({f"env.{k}": getattr(e, k) for k in keys}, 1)
-    require_at_least({f"env.{k}": getattr(e, k) for k in ("cost_coef", "cost_target", "cost_lr")}, 0)
+    costs = ("cost_coef", "cost_target", "cost_lr", "cost_lambda_max")
+    require_at_least({f"env.{k}": getattr(e, k) for k in costs if getattr(e, k) is not None}, 0)
     try:  # builds one env now: a bad keyword or value fails at load time
         make_env(e.name, **{"max_turns": e.max_turns, "max_tool_calls": e.max_tool_calls, **e.kwargs})
     except (TypeError, ValueError) as err:

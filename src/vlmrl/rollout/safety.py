@@ -5,7 +5,7 @@ irreversible actions; environments without one cost 0). Every step the trainer c
 :meth:`CostControl.apply` once on the scored round, before KL and advantages: it shapes the
 rewards to ``R − λ·C`` with the current λ, logs ``safety/lambda`` (the λ used), ``safety/episode_cost``
 and ``safety/unsafe_rate``, then, in ``lagrangian`` mode, takes the multiplier's step
-``λ ← max(0, λ + lr_λ·(mean C − target))`` for the next round (:mod:`vlmrl.algos.lagrangian`).
+``λ ← min(λ_max, max(0, λ + lr_λ·(mean C − target)))`` for the next round (:mod:`vlmrl.algos.lagrangian`).
 Under many processes the mean cost is all-reduced, so λ stays the same on every rank.
 
 λ is part of the trainer's state: :meth:`CostControl.state` goes into a checkpoint's
@@ -29,19 +29,28 @@ class CostControl:
     """λ and how it moves; ``mode`` ``penalty`` keeps λ = ``coef``, ``lagrangian`` learns it."""
 
     def __init__(
-        self, mode: str = "penalty", coef: float = 0.0, target: float = 0.0, lr: float = 0.0
+        self,
+        mode: str = "penalty",
+        coef: float = 0.0,
+        target: float = 0.0,
+        lr: float = 0.0,
+        lam_max: float | None = None,
     ) -> None:
-        if min(coef, target, lr) < 0:
+        if min(coef, target, lr, 0.0 if lam_max is None else lam_max) < 0:
             raise ValueError(
-                f"env.cost_coef, cost_target and cost_lr must be >= 0, got {coef}, {target}, {lr}"
+                "env.cost_coef, cost_target, cost_lr and cost_lambda_max must be >= 0, "
+                f"got {coef}, {target}, {lr}, {lam_max}"
             )
         self.mode = CostMode(mode)
         self.lam, self.target, self.lr = float(coef), float(target), float(lr)
+        self.lam_max = None if lam_max is None else float(lam_max)
+        if self.mode is CostMode.LAGRANGIAN and self.lam_max is not None:
+            self.lam = min(self.lam, self.lam_max)
 
     @classmethod
     def from_config(cls, env: EnvConfig, checkpoint: Path | None = None) -> CostControl:
         """From ``env.cost_*``; λ from ``checkpoint/state.json`` when resuming from one that has it."""
-        ctl = cls(env.cost_mode, env.cost_coef, env.cost_target, env.cost_lr)
+        ctl = cls(env.cost_mode, env.cost_coef, env.cost_target, env.cost_lr, env.cost_lambda_max)
         state = Path(checkpoint) / "state.json" if checkpoint is not None else None
         if state is not None and state.is_file():
             saved = json.loads(state.read_text()).get("cost_lambda")
@@ -76,6 +85,6 @@ class CostControl:
         }
         shaped = shaped_rewards(rewards, costs.to(rewards.device), self.lam) if self.lam else rewards
         if self.mode is CostMode.LAGRANGIAN:
-            self.lam = lagrange_update(self.lam, mean_cost, self.target, self.lr)
+            self.lam = lagrange_update(self.lam, mean_cost, self.target, self.lr, self.lam_max)
         ro.rewards = shaped
         return shaped
