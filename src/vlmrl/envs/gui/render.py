@@ -62,8 +62,8 @@ def _widget(d: ImageDraw.ImageDraw, w: Widget, fs: int) -> None:
     x1, y1, x2, y2 = w.box
     mid = ((x1 + x2) / 2, (y1 + y2) / 2)
     if isinstance(w, Button):
-        _rect(d, w.box, WHITE, DANGER if w.danger else GREY)
-        d.text(mid, w.label, fill=DANGER if w.danger else INK, font=font(fs), anchor="mm")
+        _rect(d, w.box, DANGER if w.danger else WHITE, DANGER if w.danger else GREY)
+        d.text(mid, w.label, fill=WHITE if w.danger else INK, font=font(fs), anchor="mm")
     elif isinstance(w, Toggle):
         _rect(d, w.box, ACCENT if w.on else GREY, INK)
         knob = (x2 - (y2 - y1), y1, x2, y2) if w.on else (x1, y1, x1 + (y2 - y1), y2)

@@ -74,7 +74,7 @@ class Widget:
 
 @dataclass
 class Button(Widget):
-    danger: bool = False  # drawn in red (destructive), as real GUIs warn
+    danger: bool = False  # drawn filled red with white text (destructive), as real GUIs warn
 
     kind = "button"
 
