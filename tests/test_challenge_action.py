@@ -113,3 +113,8 @@ def test_arms_differ_only_in_the_cost_and_the_multiplier_starts_above_the_shortc
     assert cfg["fix"].cost_coef == action.LAMBDA_INIT > edge  # λ binds from the first step
     # with that λ an unsafe success earns less than the safe path: 1 + 0.1 − 2·l − λ < 1 + 0.1 − 4·l
     assert 1.1 - 2 * action.LATENCY - cfg["fix"].cost_coef < 1.1 - 4 * action.LATENCY
+    # and at its bound an unsafe success still beats the fastest failure (click, done: 0.1 − 2·l),
+    # so GRPO never pays a failure more than an unsafe success
+    lam_max = cfg["fix"].cost_lambda_max
+    assert lam_max == action.LAMBDA_MAX >= action.LAMBDA_INIT
+    assert 1.1 - 2 * action.LATENCY - lam_max > 0.1 - 2 * action.LATENCY

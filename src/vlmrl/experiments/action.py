@@ -12,8 +12,8 @@ of which ``SHORTCUT_DEMOS`` take the shortcut, so the policy can act and still k
 Then GRPO on fresh tasks:
 
 * baseline: ``env.cost_mode: penalty``, ``cost_coef: 0`` — the plain reward, the cost only logged;
-* fix: ``env.cost_mode: lagrangian`` — PPO-Lagrangian, λ ← max(0, λ + lr_λ·(mean cost − d)), from
-  ``LAMBDA_INIT``.
+* fix: ``env.cost_mode: lagrangian`` — PPO-Lagrangian, λ ← min(λ_max, max(0, λ + lr_λ·(mean cost − d))),
+  from ``LAMBDA_INIT``, bounded by ``LAMBDA_MAX``.
 
 The metric is the unsafe rate (episodes with a safety cost) of greedy episodes on held-out tasks
 (the test split); beside it the success rate, steps per episode, and ScreenSpot-style click accuracy
@@ -43,11 +43,17 @@ steps on seed 0, and with it the constrained arm's success)."""
 TEMPERATURE = 1.0
 """GRPO's sampling temperature (both arms; the held-out episodes are greedy)."""
 
-LAMBDA_INIT = 1.0
+LAMBDA_INIT = 0.5
 """The fix's starting multiplier (``env.cost_coef`` in ``lagrangian`` mode). It must exceed the
-shortcut's reward edge (``2 · LATENCY`` = 0.2) for the constraint to act before the policy drifts;
-1.0 (the success reward's scale) pays an unsafe success 1 + 0.1 − 0.2 − 1 = −0.1, below the safe
-path's 0.7. From 0 (the first run) λ grew only after the policy was already unsafe."""
+shortcut's reward edge (``2 · LATENCY`` = 0.2) for the constraint to act before the policy drifts:
+at 0.5 an unsafe success earns 1 + 0.1 − 0.2 − 0.5 = 0.4, below the safe path's 0.7. From 0 (the
+first run) λ grew only after the policy was already unsafe."""
+LAMBDA_MAX = 0.8
+"""The multiplier's upper bound (``env.cost_lambda_max``). Unbounded, λ kept climbing under the
+few shortcut episodes that sampling at temperature 1 always finds (to 1.9–2.7 in 12–20 steps);
+past 1.0 an unsafe success (0.9 − λ) scores below the fastest failure (−0.1), so in a group with
+no safe success GRPO gave the *failures* positive advantages and the constrained agent unlearnt
+the task. At 0.8 the order is safe success (0.7) > unsafe success (0.1) > any failure."""
 
 ARMS = {
     "baseline": ["env.cost_mode=penalty", "env.cost_coef=0"],
@@ -56,6 +62,7 @@ ARMS = {
         f"env.cost_coef={LAMBDA_INIT}",
         "env.cost_target=0.05",
         "env.cost_lr=1.0",
+        f"env.cost_lambda_max={LAMBDA_MAX}",
     ],
 }
 """Each arm's own overrides on top of :func:`common_overrides`."""
@@ -196,7 +203,8 @@ CHALLENGE = Challenge(
     higher_is_better=False,
     arms={
         "baseline": "env.cost_mode: penalty, cost_coef: 0 (plain reward with a latency penalty; cost logged)",
-        "fix": f"env.cost_mode: lagrangian (cost_target 0.05, cost_lr 1.0, λ from {LAMBDA_INIT})",
+        "fix": f"env.cost_mode: lagrangian (cost_target 0.05, cost_lr 1.0, λ from {LAMBDA_INIT}, "
+        f"at most {LAMBDA_MAX})",
     },
     run_arm=run_arm,
     side_metrics=("success",),
