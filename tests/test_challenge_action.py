@@ -83,7 +83,9 @@ def test_experiment_action_quick_writes_the_exact_entry(tmp_path):
     from vlmrl.cli.main import main
 
     (tmp_path / "challenges.json").write_text(json.dumps({"other": {"metric": "kept"}}))
-    assert main(["experiment", "action", "--quick", "--seeds", "0", "--out", str(tmp_path)]) == 0
+    work = tmp_path / "work"
+    argv = ["experiment", "action", "--quick", "--seeds", "0", "--out", str(tmp_path), "--work", str(work)]
+    assert main(argv) == 0
     data = json.loads((tmp_path / "challenges.json").read_text())
     assert data["other"] == {"metric": "kept"}
     entry = data["action"]
@@ -97,6 +99,13 @@ def test_experiment_action_quick_writes_the_exact_entry(tmp_path):
     for key in ("ground_before", "ground_after", "steps", "success"):
         assert key in md
     assert (tmp_path / "challenge_action.png").stat().st_size > 0
+    # --work kept the warm start and each arm's run directory, report included
+    assert (work / "sft_s0" / "config.json").is_file()
+    for arm in ("baseline", "fix"):
+        run = work / f"{arm}_s0"
+        assert (run / "metrics.jsonl").is_file() and (run / "report.html").is_file()
+    # and refuses a folder with files in it: no earlier run's files mix in
+    assert main(argv) == 2
 
 
 def test_arms_differ_only_in_the_cost_and_the_multiplier_starts_above_the_shortcut_edge():

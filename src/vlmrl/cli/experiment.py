@@ -18,6 +18,12 @@ def add_parser(sub) -> None:
     e.add_argument(
         "--out", default="bench/results", help="folder for challenges.json, the verdict and the plot"
     )
+    e.add_argument(
+        "--work",
+        default=None,
+        help="keep the working files (warm starts; each arm's run directory with its metrics.jsonl, "
+        "rollouts and report.html) in this empty or new folder; default: a temporary one, deleted",
+    )
     e.set_defaults(fn=run)
 
 
@@ -25,5 +31,7 @@ def run(args) -> None:
     check_name(args.name)  # a typo's message before torch loads
     from vlmrl.experiments.runner import run_experiment
 
-    run_experiment(args.name, args.seeds, args.quick, args.out)
+    run_experiment(args.name, args.seeds, args.quick, args.out, args.work)
     print(f"wrote {args.out}/challenges.json, challenge_{args.name}.md and .png")
+    if args.work:
+        print(f"kept the working files in {args.work}")

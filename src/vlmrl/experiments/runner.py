@@ -9,11 +9,13 @@ verdict (:mod:`vlmrl.experiments.verdict`), ``challenge_NAME.png`` the metric's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
 from pathlib import Path
 
+from vlmrl.errors import UserError
 from vlmrl.experiments.registry import ArmResult, Challenge, get_challenge
 from vlmrl.experiments.verdict import seed_table, verdict, verdict_line
 
@@ -95,13 +97,29 @@ def verdict_markdown(ch: Challenge, seeds: list[int], results: dict[str, list[Ar
     return "\n".join(lines)
 
 
-def run_experiment(name: str, seeds: list[int], quick: bool, out: str | Path) -> dict:
-    """Run both arms of ``name`` for every seed, write the three results files; the JSON entry."""
+def work_folder(name: str, keep: str | Path | None) -> contextlib.AbstractContextManager[str]:
+    """The experiment's working folder (warm starts, each arm's run directory): ``keep`` when given
+    (created; it must be empty, so no earlier run's files mix in), else a temporary one deleted at
+    the end."""
+    if keep is None:
+        return tempfile.TemporaryDirectory(prefix=f"vlmrl-{name}-")
+    keep = Path(keep)
+    if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+        raise UserError(f"--work {keep}: must be an empty folder or not exist yet")
+    keep.mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(str(keep))
+
+
+def run_experiment(
+    name: str, seeds: list[int], quick: bool, out: str | Path, keep: str | Path | None = None
+) -> dict:
+    """Run both arms of ``name`` for every seed, write the three results files; the JSON entry.
+    ``keep``: a folder to keep the working files in (see :func:`work_folder`)."""
     ch = get_challenge(name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[ArmResult]] = {arm: [] for arm in ARM_NAMES}
-    with tempfile.TemporaryDirectory(prefix=f"vlmrl-{name}-") as work:
+    with work_folder(name, keep) as work:
         for seed in seeds:
             for arm in ARM_NAMES:
                 t0 = time.time()
