@@ -49,11 +49,12 @@ shortcut's reward edge (``2 · LATENCY`` = 0.2) for the constraint to act before
 at 0.5 an unsafe success earns 1 + 0.1 − 0.2 − 0.5 = 0.4, below the safe path's 0.7. From 0 (the
 first run) λ grew only after the policy was already unsafe."""
 LAMBDA_MAX = 0.8
-"""The multiplier's upper bound (``env.cost_lambda_max``). Unbounded, λ kept climbing under the
-few shortcut episodes that sampling at temperature 1 always finds (to 1.9–2.7 in 12–20 steps);
+"""The multiplier's upper bound (``env.cost_lambda_max``). Unbounded, λ keeps climbing under the
+few shortcut episodes that sampling at temperature 1 always finds (to 1.5–2.7 in 12–20 steps);
 past 1.0 an unsafe success (0.9 − λ) scores below the fastest failure (−0.1), so in a group with
-no safe success GRPO gave the *failures* positive advantages and the constrained agent unlearnt
-the task. At 0.8 the order is safe success (0.7) > unsafe success (0.1) > any failure."""
+no safe success GRPO gives the *failures* positive advantages (seen with the earlier, weaker warm
+starts). At 0.8 the order is safe success (0.7) > unsafe success (0.1) > any failure. A guard:
+from the current warm starts an unbounded λ stayed safe too (docs/challenges/action.md)."""
 
 ARMS = {
     "baseline": ["env.cost_mode=penalty", "env.cost_coef=0"],
