@@ -30,7 +30,13 @@ import torch
 
 from vlmrl.rollout.media import COUNT_KEYS, MEDIA_KEYS
 from vlmrl.rollout.prefix_attention import PrefixCache, prefix_decoding
-from vlmrl.rollout.shared_prompt import SHARED_PROMPT_MODELS, _cache_kwarg, _rope_owner, tensor_layers
+from vlmrl.rollout.shared_prompt import (
+    SHARED_PROMPT_MODELS,
+    _cache_kwarg,
+    _rope_owner,
+    rope_positions,
+    tensor_layers,
+)
 
 _KNOWN_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids", *MEDIA_KEYS}
 
@@ -77,14 +83,7 @@ def _top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
 def _prefill(model, owner, inputs: dict[str, torch.Tensor]):
     """The B prompts through the model once (images included): ``(output with the KV cache and the
     last position's logits, rope deltas [B, 1])``. A function of its own so profiles can name it."""
-    pos, delta = owner.get_rope_index(
-        inputs["input_ids"],
-        mm_token_type_ids=inputs["mm_token_type_ids"],
-        image_grid_thw=inputs.get("image_grid_thw"),
-        video_grid_thw=inputs.get("video_grid_thw"),
-        second_per_grid_ts=inputs.get("second_per_grid_ts"),
-        attention_mask=inputs["attention_mask"],
-    )  # [3, B, P], [B, 1]
+    pos, delta = rope_positions(owner, inputs)  # [3, B, P], [B, 1]
     out = model(**inputs, position_ids=pos.to(model.device), use_cache=True, logits_to_keep=1)
     return out, delta
 

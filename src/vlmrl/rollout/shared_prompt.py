@@ -52,6 +52,21 @@ def _rope_owner(model) -> torch.nn.Module | None:
     return None
 
 
+def rope_positions(
+    owner: torch.nn.Module, inputs: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own M-RoPE positions ``[3, N, L]`` and rope deltas ``[N, 1]`` for ``inputs``
+    (``owner``: :func:`_rope_owner`'s module), as its forward would compute them."""
+    return owner.get_rope_index(
+        inputs["input_ids"],
+        mm_token_type_ids=inputs["mm_token_type_ids"],
+        image_grid_thw=inputs.get("image_grid_thw"),
+        video_grid_thw=inputs.get("video_grid_thw"),
+        second_per_grid_ts=inputs.get("second_per_grid_ts"),
+        attention_mask=inputs["attention_mask"],
+    )
+
+
 def _cache_kwarg(owner: torch.nn.Module) -> str:
     """``cache`` (transformers ≥ 5.2x) or ``past_key_values`` (older 5.x), whichever forward takes."""
     return "cache" if "cache" in inspect.signature(owner.forward).parameters else "past_key_values"
@@ -137,14 +152,7 @@ def shared_prompt_logprobs(
         0, inv, torch.arange(n), reduce="amin"
     )  # [U] first row of each prompt
     owner = _rope_owner(model)
-    pos, _ = owner.get_rope_index(
-        full["input_ids"],
-        mm_token_type_ids=full["mm_token_type_ids"],
-        image_grid_thw=full.get("image_grid_thw"),
-        video_grid_thw=full.get("video_grid_thw"),
-        second_per_grid_ts=full.get("second_per_grid_ts"),
-        attention_mask=full["attention_mask"],
-    )  # [3, n, L], what the plain forward computes for itself
+    pos, _ = rope_positions(owner, full)  # [3, n, L], what the plain forward computes for itself
     pos = pos.to(dev)
     inv, first = inv.to(dev), first.to(dev)
     prompt = {k: full[k][first, :p] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
