@@ -136,8 +136,9 @@ def vote_warmup(
             traces.append(turns)
             keep.append(vote is not None)
         batch = trace_batch(policy, [""] * len(traces), traces)
-        votes = last_turn_only(batch.completion_mask) * torch.tensor(keep, dtype=torch.float32)[:, None]
-        mask = batch.completion_mask - last_turn_only(batch.completion_mask) + votes if keep_clues else votes
+        vote_turn = last_turn_only(batch.completion_mask)
+        votes = vote_turn * torch.tensor(keep, dtype=torch.float32)[:, None]
+        mask = batch.completion_mask - vote_turn + votes if keep_clues else votes
         policy.model.train()
         inputs, _ = training_inputs(batch, list(range(batch.size)))
         logp, _ = completion_logprobs(policy.model, inputs, batch.completion_ids)

@@ -47,7 +47,13 @@ from vlmrl.rewards.types import RewardBreakdown
 
 NO_CLUE = "(no clue)"
 ROLES = ("civilian", "spy")
-VOTE_BY = ("seat", "clue", "shared")
+VOTE_QUESTIONS = {
+    "seat": "Which player is the spy? Answer with a number.",
+    "clue": "Which answer is different? Answer with the spy's answer.",
+    "shared": "Which answer do the civilians share? Answer with it.",
+}
+"""The vote turn's question for each ``vote_by`` (in the clue template's words)."""
+VOTE_BY = tuple(VOTE_QUESTIONS)
 
 
 @dataclass
@@ -269,12 +275,7 @@ class SpyGame:
     def _vote_turn(self, seat: int) -> Observation:
         """The vote's user turn: every clue, the seat's number and role, and the question in the
         clue template's words (the tiny base answers "Answer with a number." questions)."""
-        question = {
-            "seat": "Which player is the spy? Answer with a number.",
-            "clue": "Which answer is different? Answer with the spy's answer.",
-            "shared": "Which answer do the civilians share? Answer with it.",
-        }[self.vote_by]
-        ask = Sample("spy-vote", [], question, "", "spy")
+        ask = Sample("spy-vote", [], VOTE_QUESTIONS[self.vote_by], "", "spy")
         return Observation(
             f"{self._clue_lines()} You are player {seat + 1}, "
             f"{'the spy' if seat == self.spy else 'a civilian'}. "
